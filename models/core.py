@@ -1,0 +1,393 @@
+"""The bijection contract, composition, multiscale squeeze/split, preprocessing and `Flow`.
+
+Contract (DESIGN.md), one convention everywhere:
+
+- ``forward(x) -> (z, logdet)`` is the density direction, data to latent; ``logdet`` has shape
+  ``[B]`` and equals ``log|det dz/dx|`` per example.
+- ``inverse(z) -> x`` is the sampling direction.
+
+A `Flow` wraps a transform with a standard normal base: ``log_prob(x) = log N(z; 0, I) + logdet``.
+Dequantization, scaling by 1/256 and the optional logit live inside the model as bijections, so
+``bpd = -log_prob(x) / (D ln 2)`` for the uint8 image ``x`` (0..255) counts ``log 256`` once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class Bijection(nn.Module):
+    """Base class. ``forward(x) -> (z, logdet[B])`` (density direction), ``inverse(z) -> x``.
+
+    ``domain``: the open interval of valid inputs, ``None`` for all reals (tests sample there).
+    """
+
+    domain: tuple[float, float] | None = None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def inverse(self, z: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def auxiliary_loss(self) -> Tensor | None:
+        """Extra training loss of this layer from its last forward call (SNF reconstruction)."""
+        return None
+
+
+def zero_logdet(x: Tensor) -> Tensor:
+    """A ``[B]`` zero logdet on the input's device and dtype."""
+    return x.new_zeros(x.shape[0])
+
+
+def check_image(x: Tensor, channels: int | None, name: str) -> None:
+    """Raise ``ValueError`` naming the expected and actual shape of a ``[B, C, H, W]`` input."""
+    if x.dim() != 4:
+        raise ValueError(f"{name} expects input [B, C, H, W], got shape {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} expects {channels} channels, got input of shape {tuple(x.shape)}")
+
+
+class Compose(Bijection):
+    """Composition ``f_n o ... o f_1``. forward applies in order and sums logdets [B]."""
+
+    def __init__(self, layers: Iterable[Bijection]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logdet = zero_logdet(x)
+        for layer in self.layers:
+            x, ld = layer(x)
+            logdet = logdet + ld
+        return x, logdet
+
+    def inverse(self, z: Tensor) -> Tensor:
+        for layer in reversed(self.layers):
+            z = layer.inverse(z)
+        return z
+
+    def auxiliary_loss(self) -> Tensor | None:
+        losses = [loss for layer in self.layers if (loss := layer.auxiliary_loss()) is not None]
+        return torch.stack([loss.sum() for loss in losses]).sum() if losses else None
+
+
+class Squeeze(Bijection):
+    """Space to depth. x [B,C,H,W] -> z [B,4C,H/2,W/2]; logdet = 0.
+
+    Output channel ``c * 4 + 2 * i + j`` holds input channel ``c`` at offset ``(i, j)`` of each
+    2x2 block (the RealNVP/Glow order).
+    """
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, None, "Squeeze")
+        b, c, h, w = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(
+                f"Squeeze expects even height and width [B, C, 2h, 2w], got shape {tuple(x.shape)}"
+            )
+        z = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        return z.reshape(b, c * 4, h // 2, w // 2), zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, None, "Squeeze.inverse")
+        b, c, h, w = z.shape
+        if c % 4:
+            raise ValueError(
+                f"Squeeze.inverse expects channels divisible by 4, got shape {tuple(z.shape)}"
+            )
+        x = z.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+        return x.reshape(b, c // 4, h * 2, w * 2)
+
+
+class ZeroConv2d(nn.Module):
+    """Glow's zero-initialised 3x3 conv with a learned per-channel output scale exp(3 * logs)."""
+
+    def __init__(self, in_channels: int, out_channels: int, logscale_factor: float = 3.0):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1))
+        self.logscale_factor = logscale_factor
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x) * torch.exp(self.logs * self.logscale_factor)
+
+
+class GaussianSplit(Bijection):
+    """Glow split with a learned conditional Gaussian prior, written as a bijection.
+
+    x [B,C,H,W] = (x1, x2) with x1 the first ``C - C//2`` channels; (mu, log_sigma) = g(x1) with
+    g a zero-initialised 3x3 conv. z = (x1, (x2 - mu) / sigma) and logdet = -sum log_sigma, so a
+    standard normal on z equals Glow's ``N(x2; mu, sigma)`` on the factored-out half.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.keep = channels - channels // 2
+        self.prior = ZeroConv2d(self.keep, 2 * (channels // 2))
+
+    def _params(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_sigma = self.prior(x1).chunk(2, dim=1)
+        return mean, log_sigma
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, "GaussianSplit")
+        x1, x2 = x[:, : self.keep], x[:, self.keep :]
+        mean, log_sigma = self._params(x1)
+        z2 = (x2 - mean) * torch.exp(-log_sigma)
+        return torch.cat([x1, z2], dim=1), -log_sigma.flatten(1).sum(1)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, "GaussianSplit.inverse")
+        z1, z2 = z[:, : self.keep], z[:, self.keep :]
+        mean, log_sigma = self._params(z1)
+        return torch.cat([z1, z2 * torch.exp(log_sigma) + mean], dim=1)
+
+
+class MultiscaleLevel(Bijection):
+    """One level of a multiscale flow: squeeze, K steps, split, then the inner levels on x1.
+
+    x [B,C,H,W] -> z [B, C*H*W] (flat): the factored-out half ``z2`` of this level followed by the
+    flat latent of the inner levels. The last level (``inner=None``) has no split and flattens.
+    logdet = sum of the steps' logdets + the split's + the inner levels'. ``shape`` is (C, H, W)
+    after the squeeze.
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[Bijection],
+        shape: tuple[int, int, int],
+        inner: MultiscaleLevel | None = None,
+        squeeze: bool = True,
+    ):
+        super().__init__()
+        self.squeeze = Squeeze() if squeeze else None
+        self.steps = Compose(steps)
+        self.shape = tuple(shape)
+        self.inner = inner
+        self.split = GaussianSplit(shape[0]) if inner is not None else None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.squeeze is not None:
+            x, _ = self.squeeze(x)
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(
+                f"MultiscaleLevel expects [B, {', '.join(map(str, self.shape))}] after squeeze, "
+                f"got shape {tuple(x.shape)}"
+            )
+        x, logdet = self.steps(x)
+        if self.inner is None:
+            return x.flatten(1), logdet
+        x, ld = self.split(x)
+        keep = self.split.keep
+        z_inner, ld_inner = self.inner(x[:, :keep])
+        return torch.cat([x[:, keep:].flatten(1), z_inner], dim=1), logdet + ld + ld_inner
+
+    def inverse(self, z: Tensor) -> Tensor:
+        c, h, w = self.shape
+        if self.inner is None:
+            x = z.reshape(-1, c, h, w)
+        else:
+            keep = self.split.keep
+            n_out = (c - keep) * h * w
+            x1 = self.inner.inverse(z[:, n_out:])
+            x2 = z[:, :n_out].reshape(-1, c - keep, h, w)
+            x = self.split.inverse(torch.cat([x1, x2], dim=1))
+        x = self.steps.inverse(x)
+        return self.squeeze.inverse(x) if self.squeeze is not None else x
+
+    def auxiliary_loss(self) -> Tensor | None:
+        parts = [self.steps.auxiliary_loss()]
+        if self.inner is not None:
+            parts.append(self.inner.auxiliary_loss())
+        parts = [p for p in parts if p is not None]
+        return sum(parts) if parts else None
+
+
+def multiscale(
+    input_shape: tuple[int, int, int],
+    levels: int,
+    make_steps,
+    squeeze_first: bool = True,
+) -> MultiscaleLevel:
+    """Build L levels: each squeezes, applies ``make_steps(channels, level)`` (a list of
+    bijections, the K steps of that level), and splits half the channels off (Glow; the last
+    level does not split). input [B,C,H,W] -> flat latent [B, C*H*W].
+    """
+    c, h, w = input_shape
+    shapes = []
+    for level in range(levels):
+        if squeeze_first or level > 0:
+            if h % 2 or w % 2:
+                raise ValueError(f"level {level} cannot squeeze odd shape {(c, h, w)}")
+            c, h, w = c * 4, h // 2, w // 2
+        shapes.append((c, h, w))
+        c = c - c // 2
+    inner = None
+    for level in reversed(range(levels)):
+        shape = shapes[level]
+        squeeze = squeeze_first or level > 0
+        inner = MultiscaleLevel(make_steps(shape[0], level), shape, inner=inner, squeeze=squeeze)
+    return inner
+
+
+class FlattenLatent(Bijection):
+    """Flatten x [B,C,H,W] -> z [B, C*H*W]; logdet = 0 (a single-scale flow's last step)."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.flatten(1), zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return z.reshape(-1, *self.shape)
+
+
+class UniformDequantization(Bijection):
+    """x in {0..255} -> x + u, u ~ U[0, 1) per element; logdet = 0. Inverse: floor, clamped.
+
+    Stochastic, so it sits outside `layer_examples()`; ``tests/test_core.py`` checks it directly.
+    """
+
+    def __init__(self, num_levels: int = 256):
+        super().__init__()
+        self.num_levels = num_levels
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x + torch.rand_like(x), zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return torch.floor(z).clamp(0, self.num_levels - 1)
+
+
+class Scale(Bijection):
+    """z = x * factor; logdet = D log|factor| with D = elements per example (1/256 for images)."""
+
+    def __init__(self, factor: float = 1.0 / 256):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        d = x[0].numel()
+        return x * self.factor, x.new_full((x.shape[0],), d * math.log(abs(self.factor)))
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return z / self.factor
+
+
+class Logit(Bijection):
+    """RealNVP's logit: s = alpha + (1 - 2 alpha) x, z = log s - log(1 - s), x in (0, 1).
+
+    logdet = sum [log(1 - 2 alpha) - log s - log(1 - s)].
+    """
+
+    domain = (0.0, 1.0)
+
+    def __init__(self, alpha: float = 0.05):
+        super().__init__()
+        if not 0 <= alpha < 0.5:
+            raise ValueError(f"Logit alpha must be in [0, 0.5), got {alpha}")
+        self.alpha = alpha
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.alpha + (1 - 2 * self.alpha) * x
+        z = torch.log(s) - torch.log1p(-s)
+        ld = math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s)
+        return z, ld.flatten(1).sum(1)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)
+
+
+class Shift(Bijection):
+    """z = x + shift (e.g. -0.5 to centre data scaled to [0, 1)); logdet = 0."""
+
+    def __init__(self, shift: float = -0.5):
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x + self.shift, zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return z - self.shift
+
+
+def image_preprocessing(logit_alpha: float | None = None) -> list[Bijection]:
+    """Dequantize, scale by 1/256, then logit (if alpha given) or centre to [-0.5, 0.5)."""
+    tail: Bijection = Logit(logit_alpha) if logit_alpha is not None else Shift(-0.5)
+    return [UniformDequantization(), Scale(1.0 / 256), tail]
+
+
+class Flow(nn.Module):
+    """A normalizing flow with a standard normal base on the flat latent.
+
+    ``transform``: a bijection from ``[B, *input_shape]`` to the flat latent ``[B, D]`` (end a
+    single-scale transform with `FlattenLatent`). ``preprocessing``: bijections applied first
+    (dequantization, scaling, logit).
+    log_prob(x) = log N(z; 0, I) + logdet, per example [B].
+    """
+
+    def __init__(
+        self,
+        transform: Bijection,
+        input_shape: tuple[int, int, int],
+        preprocessing: Sequence[Bijection] = (),
+    ):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.preprocessing = Compose(preprocessing)
+        self.transform = transform
+
+    @property
+    def num_dims(self) -> int:
+        return math.prod(self.input_shape)
+
+    def _check(self, x: Tensor) -> None:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"Flow expects input [B, {', '.join(map(str, self.input_shape))}], "
+                f"got shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(x)
+        x, logdet = self.preprocessing(x)
+        z, ld = self.transform(x)
+        return z, logdet + ld
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return self.preprocessing.inverse(self.transform.inverse(z))
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        z, logdet = self(x)
+        z = z.flatten(1)
+        log_base = -0.5 * (z.pow(2).sum(1) + z.shape[1] * LOG_2PI)
+        return log_base + logdet
+
+    def bpd(self, x: Tensor) -> Tensor:
+        """Bits per dimension [B] of the uint8-valued image x: -log_prob(x) / (D ln 2)."""
+        return -self.log_prob(x) / (self.num_dims * math.log(2))
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        """Draw n samples [n, *input_shape]: z ~ N(0, temperature^2 I), x = inverse(z)."""
+        param = next(self.parameters(), None)
+        like = param if param is not None else torch.zeros(())
+        z = like.new_empty((n, self.num_dims)).normal_() * temperature
+        return self.inverse(z)
+
+    def auxiliary_loss(self) -> Tensor | None:
+        """Sum of the layers' auxiliary losses from the last forward (SNF reconstruction)."""
+        return self.transform.auxiliary_loss()

@@ -1,0 +1,306 @@
+"""Glow and RealNVP layers: ActNorm, invertible 1x1 conv (plain and LU), couplings, flip.
+
+All follow the contract of `models.core`: ``forward(x) -> (z, logdet[B])`` is the density
+direction, ``inverse(z) -> x`` the sampling direction; inputs are ``[B, C, H, W]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.core import Bijection, ZeroConv2d, check_image, zero_logdet
+
+
+class ActNorm(Bijection):
+    """z = (x + bias) * exp(log_scale) per channel. x [B,C,H,W]; logdet = H W sum log_scale.
+
+    Data-dependent initialisation on the first training batch: bias = -mean, scale = 1/std per
+    channel, so the output of that batch has zero mean and unit variance. Whether that happened is
+    the ``initialized`` buffer, persisted in the state dict.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.channels = channels
+        self.eps = eps
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = x.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + self.eps))
+        self.initialized.fill_(True)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, "ActNorm")
+        if self.training and not bool(self.initialized):
+            self.initialize(x)
+        z = (x + self.bias) * torch.exp(self.log_scale)
+        h, w = x.shape[2:]
+        return z, (h * w * self.log_scale.sum()).expand(x.shape[0])
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, "ActNorm.inverse")
+        return z * torch.exp(-self.log_scale) - self.bias
+
+
+class InvConv1x1(Bijection):
+    """Glow's invertible 1x1 conv z = W x over channels. x [B,C,H,W]; logdet = H W log|det W|.
+
+    W starts as a random rotation. A singular W raises ``ValueError`` on use (no silent NaN).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        q, _ = torch.linalg.qr(torch.randn(channels, channels))
+        self.weight = nn.Parameter(q)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, "InvConv1x1")
+        _, logabsdet = torch.linalg.slogdet(self.weight)
+        if not torch.isfinite(logabsdet):
+            raise ValueError("InvConv1x1 weight is singular: the layer is not invertible")
+        z = F.conv2d(x, self.weight[:, :, None, None])
+        return z, (x.shape[2] * x.shape[3] * logabsdet).expand(x.shape[0])
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, "InvConv1x1.inverse")
+        w_inv = torch.linalg.inv(self.weight)
+        return F.conv2d(z, w_inv[:, :, None, None])
+
+
+class InvConv1x1LU(Bijection):
+    """LU-parameterised 1x1 conv: W = P L (U + diag(sign * exp(log_s))), P fixed.
+
+    x [B,C,H,W] -> z = W x; logdet = H W sum log_s. Initialised from a random rotation (Glow).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        q, _ = torch.linalg.qr(torch.randn(channels, channels))
+        p, lower, upper = torch.linalg.lu(q)
+        s = torch.diagonal(upper)
+        self.register_buffer("perm", p)
+        self.register_buffer("sign_s", torch.sign(s))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
+        self.register_buffer("eye", torch.eye(channels))
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_s = nn.Parameter(torch.log(torch.abs(s)))
+
+    def parameter_masks(self) -> dict[str, Tensor]:
+        """Only the strict triangles of ``lower`` and ``upper`` are used."""
+        return {"lower": self.lower_mask, "upper": self.lower_mask.T}
+
+    def weight(self) -> Tensor:
+        lower = self.lower * self.lower_mask + self.eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.perm @ lower @ upper
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, "InvConv1x1LU")
+        z = F.conv2d(x, self.weight()[:, :, None, None])
+        return z, (x.shape[2] * x.shape[3] * self.log_s.sum()).expand(x.shape[0])
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, "InvConv1x1LU.inverse")
+        return F.conv2d(z, torch.linalg.inv(self.weight())[:, :, None, None])
+
+
+class ChannelFlip(Bijection):
+    """Reverse the channel order (RealNVP's permutation). x [B,C,H,W]; logdet = 0."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.flip(1), zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return z.flip(1)
+
+
+class CouplingNet(nn.Sequential):
+    """Glow's coupling network: 3x3 (in -> width) -> ReLU -> kxk (width -> mid) -> ReLU ->
+    zero-initialised 3x3 (mid -> out). ``mid`` defaults to ``width`` with k=1 (Glow); the
+    Inverse-Flow code uses 1x1 (width -> C) with ``mid = C``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int, mid: int | None = None):
+        mid = width if mid is None else mid
+        super().__init__(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, mid, 1),
+            nn.ReLU(),
+            ZeroConv2d(mid, out_channels),
+        )
+
+
+class AffineCoupling(Bijection):
+    """Glow's affine coupling. x = (x1, x2) split on channels (x1 the first C - C//2);
+    (shift, s) = NN(x1), scale = sigmoid(s + 2); z = (x1, (x2 + shift) * scale).
+    x [B,C,H,W]; logdet = sum log scale.
+    """
+
+    def __init__(self, channels: int, width: int = 512, mid: int | None = None):
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"AffineCoupling needs at least 2 channels, got {channels}")
+        self.channels = channels
+        self.keep = channels - channels // 2
+        self.net = CouplingNet(self.keep, 2 * (channels // 2), width, mid)
+
+    def _shift_scale(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.net(x1)
+        shift, s = h[:, 0::2], h[:, 1::2]
+        return shift, torch.sigmoid(s + 2.0)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, "AffineCoupling")
+        x1, x2 = x[:, : self.keep], x[:, self.keep :]
+        shift, scale = self._shift_scale(x1)
+        z2 = (x2 + shift) * scale
+        return torch.cat([x1, z2], 1), torch.log(scale).flatten(1).sum(1)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, "AffineCoupling.inverse")
+        z1, z2 = z[:, : self.keep], z[:, self.keep :]
+        shift, scale = self._shift_scale(z1)
+        return torch.cat([z1, z2 / scale - shift], 1)
+
+
+class AdditiveCoupling(Bijection):
+    """Additive coupling (NICE/Glow): z = (x1, x2 + NN(x1)). x [B,C,H,W]; logdet = 0."""
+
+    def __init__(self, channels: int, width: int = 512, mid: int | None = None):
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"AdditiveCoupling needs at least 2 channels, got {channels}")
+        self.channels = channels
+        self.keep = channels - channels // 2
+        self.net = CouplingNet(self.keep, channels // 2, width, mid)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, "AdditiveCoupling")
+        x1, x2 = x[:, : self.keep], x[:, self.keep :]
+        return torch.cat([x1, x2 + self.net(x1)], 1), zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, "AdditiveCoupling.inverse")
+        z1, z2 = z[:, : self.keep], z[:, self.keep :]
+        return torch.cat([z1, z2 - self.net(z1)], 1)
+
+
+def checkerboard_mask(h: int, w: int, parity: int, like: Tensor) -> Tensor:
+    """[1,1,H,W] mask, 1 where (i + j + parity) is even."""
+    i = torch.arange(h, device=like.device)[:, None]
+    j = torch.arange(w, device=like.device)[None, :]
+    return ((i + j + parity) % 2 == 0).to(like.dtype)[None, None]
+
+
+class ResidualBlock(nn.Module):
+    """x + conv3x3(relu(bn(conv3x3(relu(bn(x)))))) as in RealNVP's ResNet coupling nets."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class ResNet(nn.Sequential):
+    """RealNVP's s/t network: 3x3 in -> width, ``blocks`` residual blocks, BN-ReLU, 3x3 -> out
+    (zero-initialised so the coupling starts at the identity)."""
+
+    def __init__(self, in_channels: int, out_channels: int, width: int, blocks: int):
+        out = nn.Conv2d(width, out_channels, 3, padding=1)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        super().__init__(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            *[ResidualBlock(width) for _ in range(blocks)],
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            out,
+        )
+
+
+class CheckerboardCoupling(Bijection):
+    """RealNVP affine coupling with a checkerboard mask m (``parity`` picks which half is kept):
+    (s, t) = NN(m x), z = m x + (1 - m)(x exp(tanh-scaled s) + t). x [B,C,H,W];
+    logdet = sum (1 - m) s.
+    """
+
+    def __init__(self, channels: int, parity: int, width: int = 64, blocks: int = 8):
+        super().__init__()
+        self.channels = channels
+        self.parity = parity
+        self.net = ResNet(channels, 2 * channels, width, blocks)
+        self.scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+
+    def _st(self, xm: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = self.net(xm).chunk(2, dim=1)
+        return self.scale * torch.tanh(s) * (1 - mask), t * (1 - mask)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, "CheckerboardCoupling")
+        mask = checkerboard_mask(x.shape[2], x.shape[3], self.parity, x)
+        s, t = self._st(x * mask, mask)
+        return x * torch.exp(s) + t, s.flatten(1).sum(1)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, "CheckerboardCoupling.inverse")
+        mask = checkerboard_mask(z.shape[2], z.shape[3], self.parity, z)
+        s, t = self._st(z * mask, mask)
+        return (z - t) * torch.exp(-s)
+
+
+class ChannelCoupling(Bijection):
+    """RealNVP affine coupling with a channel mask: (s, t) = NN(x1), z2 = x2 exp(s) + t.
+    x [B,C,H,W]; logdet = sum s. ``flip`` keeps the second half instead of the first.
+    """
+
+    def __init__(self, channels: int, flip: bool, width: int = 64, blocks: int = 8):
+        super().__init__()
+        self.channels = channels
+        self.flip = flip
+        half = channels // 2
+        self.net = ResNet(channels - half, 2 * half, width, blocks)
+        self.scale = nn.Parameter(torch.ones(1, half, 1, 1))
+
+    def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.flip(1) if self.flip else x
+        half = self.channels // 2
+        return x[:, : self.channels - half], x[:, self.channels - half :]
+
+    def _join(self, a: Tensor, b: Tensor) -> Tensor:
+        x = torch.cat([a, b], 1)
+        return x.flip(1) if self.flip else x
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, "ChannelCoupling")
+        x1, x2 = self._halves(x)
+        s, t = self.net(x1).chunk(2, dim=1)
+        s = self.scale * torch.tanh(s)
+        return self._join(x1, x2 * torch.exp(s) + t), s.flatten(1).sum(1)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, "ChannelCoupling.inverse")
+        z1, z2 = self._halves(z)
+        s, t = self.net(z1).chunk(2, dim=1)
+        s = self.scale * torch.tanh(s)
+        return self._join(z1, (z2 - t) * torch.exp(-s))

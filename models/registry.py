@@ -1,0 +1,96 @@
+"""The single index of models and layers that tests, benchmarks and reports read.
+
+- `MODELS`: one name per table row and dataset -> constructor of a `Flow`.
+- `layer_examples()`: every invertible layer with a factory at a small input shape (C, H, W),
+  randomly initialised away from the identity, for the generic exactness tests.
+- `count_params(model)`: parameters that influence the output (masked entries do not count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+from models.core import Flow, GaussianSplit, Logit, Scale, Shift, Squeeze
+from models.flows.glow import glow, realnvp
+from models.layers.glow import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    ChannelCoupling,
+    ChannelFlip,
+    CheckerboardCoupling,
+    InvConv1x1,
+    InvConv1x1LU,
+)
+
+MNIST_SHAPE = (1, 28, 28)
+CIFAR_SHAPE = (3, 32, 32)
+
+MODELS: dict[str, Callable[..., Flow]] = {
+    "glow_mnist": partial(glow, MNIST_SHAPE, levels=2, steps=32, width=512),
+    "glow_cifar10": partial(glow, CIFAR_SHAPE, levels=3, steps=32, width=512),
+    "realnvp_cifar10": partial(realnvp, CIFAR_SHAPE, levels=3, width=64, blocks=8),
+}
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter entries that influence the output.
+
+    A module may declare ``parameter_masks() -> {name: mask}`` for its own parameters; only the
+    nonzero entries of a mask are counted (masked and fixed entries are not parameters).
+    """
+    total = 0
+    for module in model.modules():
+        masks = module.parameter_masks() if hasattr(module, "parameter_masks") else {}
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            total += int(masks[name].count_nonzero()) if name in masks else param.numel()
+    return total
+
+
+@torch.no_grad()
+def randomize(module: nn.Module, scale: float = 0.1, seed: int = 0) -> nn.Module:
+    """Move every parameter away from its (often identity) initialisation by N(0, scale^2)
+    noise and mark data-dependent initialisations as done, so tests see a generic layer."""
+    gen = torch.Generator().manual_seed(seed)
+    for param in module.parameters():
+        noise = torch.randn(param.shape, generator=gen, dtype=param.dtype)
+        param.add_(scale * noise.to(param.device))
+    for sub in module.modules():
+        if isinstance(sub, ActNorm):
+            sub.initialized.fill_(True)
+    return module
+
+
+def _example(factory: Callable[[], nn.Module], scale: float = 0.1) -> Callable[[], nn.Module]:
+    return lambda: randomize(factory(), scale)
+
+
+def layer_examples() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]]:
+    """Every invertible layer: name -> (factory, input shape (C, H, W) with H, W <= 8)."""
+    return {
+        "squeeze": (Squeeze, (2, 4, 6)),
+        "scale": (lambda: Scale(1.0 / 256), (2, 3, 3)),
+        "shift": (lambda: Shift(-0.5), (2, 3, 3)),
+        "logit": (lambda: Logit(0.05), (2, 3, 3)),
+        "gaussian_split": (_example(lambda: GaussianSplit(5)), (5, 4, 4)),
+        "actnorm": (_example(lambda: ActNorm(3)), (3, 4, 5)),
+        "invconv1x1": (_example(lambda: InvConv1x1(4)), (4, 3, 4)),
+        "invconv1x1_lu": (_example(lambda: InvConv1x1LU(4)), (4, 3, 4)),
+        "channel_flip": (ChannelFlip, (3, 3, 3)),
+        "affine_coupling": (_example(lambda: AffineCoupling(4, width=8)), (4, 4, 4)),
+        "additive_coupling": (_example(lambda: AdditiveCoupling(5, width=8)), (5, 4, 4)),
+        "checkerboard_coupling": (
+            _example(lambda: CheckerboardCoupling(2, 1, width=8, blocks=1)),
+            (2, 4, 4),
+        ),
+        "channel_coupling": (
+            _example(lambda: ChannelCoupling(3, True, width=8, blocks=1)),
+            (3, 4, 4),
+        ),
+    }
