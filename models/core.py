@@ -54,6 +54,14 @@ def check_image(x: Tensor, channels: int | None, name: str) -> None:
         raise ValueError(f"{name} expects {channels} channels, got input of shape {tuple(x.shape)}")
 
 
+def dense_matrix(linear_fn, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """The explicit [D, D] matrix of a linear map on [*shape] inputs (D = prod(shape)), rows and
+    columns in row-major order of ``shape``; built by applying ``linear_fn`` to the basis."""
+    d = math.prod(shape)
+    basis = torch.eye(d, dtype=like.dtype, device=like.device).reshape(d, *shape)
+    return linear_fn(basis).reshape(d, d).T
+
+
 class Compose(Bijection):
     """Composition ``f_n o ... o f_1``. forward applies in order and sums logdets [B]."""
 
@@ -252,6 +260,20 @@ class FlattenLatent(Bijection):
 
     def inverse(self, z: Tensor) -> Tensor:
         return z.reshape(-1, *self.shape)
+
+
+class ElementwiseShift(Bijection):
+    """z = x + b with a learned b per element of [*shape] (SNF's ConvExp biases); logdet = 0."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(*shape))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x + self.shift, zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return z - self.shift
 
 
 class UniformDequantization(Bijection):

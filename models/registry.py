@@ -14,8 +14,9 @@ from functools import partial
 import torch
 from torch import nn
 
-from models.core import Flow, GaussianSplit, Logit, Scale, Shift, Squeeze
+from models.core import ElementwiseShift, Flow, GaussianSplit, Logit, Scale, Shift, Squeeze
 from models.flows.glow import glow, realnvp
+from models.layers.emerging import ConvExponential, emerging_conv
 from models.layers.glow import (
     ActNorm,
     AdditiveCoupling,
@@ -26,6 +27,9 @@ from models.layers.glow import (
     InvConv1x1,
     InvConv1x1LU,
 )
+from models.layers.inverse_conv import CausalConv2d, FInCConv2d, InverseConv2d
+from models.layers.snf import ExactConv2d, SelfNormConv2d
+from models.layers.spline import SplineActivation
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
@@ -93,4 +97,24 @@ def layer_examples() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]
             _example(lambda: ChannelCoupling(3, True, width=8, blocks=1)),
             (3, 4, 4),
         ),
+        "elementwise_shift": (_example(lambda: ElementwiseShift((2, 3, 3))), (2, 3, 3)),
+        "spline_activation": (
+            _example(lambda: SplineActivation((2, 3, 3), bins=4, tail_bound=1.5), 0.5),
+            (2, 3, 3),
+        ),
+        "inverse_conv_k2_rows": (_example(lambda: InverseConv2d(3, 2, "rows")), (3, 4, 5)),
+        "inverse_conv_k3_wavefront": (
+            _example(lambda: InverseConv2d(2, 3, "wavefront")),
+            (2, 5, 4),
+        ),
+        "inverse_conv_k3_power_series": (
+            _example(lambda: InverseConv2d(3, 3, "power_series")),
+            (3, 4, 4),
+        ),
+        "finc_conv": (_example(lambda: FInCConv2d(4, 3)), (4, 4, 5)),
+        "cinc_conv": (_example(lambda: CausalConv2d(3, 3)), (3, 4, 4)),
+        "emerging_conv": (_example(lambda: emerging_conv(3)), (3, 4, 4)),
+        "conv_exponential": (_example(lambda: ConvExponential(2)), (2, 5, 5)),
+        "exact_conv": (_example(lambda: ExactConv2d(2)), (2, 4, 4)),
+        "selfnorm_conv": (_example(lambda: SelfNormConv2d(2)), (2, 4, 4)),
     }

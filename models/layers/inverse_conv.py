@@ -1,0 +1,392 @@
+"""Causal (masked) convolutions and their exact inverses: Inverse-Flow, FInC Flow, CInC Flow.
+
+A k x k convolution with top-left zero padding of k - 1 reads, for output pixel p, the inputs at
+p - s for offsets s in {0..k-1}^2: ``y[p] = sum_s A_s x[p - s]`` with ``A_s = W[:, :, k-1-s1,
+k-1-s2]`` (C x C). With an invertible centre tap ``A_0`` the operator T is block lower triangular
+in raster order (pixel blocks), so ``x = T^-1 y`` is a triangular solve. Exact solvers:
+
+- ``wavefront``: the Inverse-Flow/FInC reference. Pixels on one anti-diagonal i + j = d depend
+  only on earlier anti-diagonals, so H + W - 1 sequential steps, each vectorised over the
+  pixels of the diagonal and the batch.
+- ``power_series``: T is multiplication by the matrix-valued power series K(z1, z2) = sum_s A_s
+  z^s, so on an H x W image T^-1 is the causal convolution with the first H x W terms of
+  K^-1. Those come from Newton's iteration h <- h + h (I - K h) at full size (the error
+  I - K h squares each step, so its lowest total degree doubles: ceil(log2(H + W - 1)) + 1
+  steps suffice), then x = h * y with FFTs of size 2H x 2W (no wrap-around) and one C x C
+  matrix product per frequency. Sequential depth O(log(H + W)) instead of H + W.
+- ``rows`` (default): one image row at a time. Row i obeys B_0 x_i = y_i - sum_r B_r x_{i-r}
+  with B_r the (W C) x (W C) matrix of kernel row r; B_0 is (block) lower triangular, inverted
+  once per call (independent of the batch), so each of the H steps is one matrix product.
+- ``dense``: the explicit D x D matrix and `torch.linalg.solve` (reference, small images).
+
+Gradients of x = T^-1 y (`CausalSolve`): with g = dL/dx, u = T^-T g (an anti-causal solve:
+the same solver on the spatially flipped, channel-reversed transposed kernel, or the conjugate
+transpose of the inverse kernel's spectrum), dL/dy = u and dL/dW = -(conv weight gradient of
+u against x).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from models.core import Bijection, check_image, dense_matrix, zero_logdet
+
+SOLVERS = ("wavefront", "rows", "power_series", "dense")
+
+
+def check_weight(weight: Tensor) -> None:
+    """A kernel [C, C, k, k] whose centre (bottom-right) tap is invertible."""
+    if (
+        weight.dim() != 4
+        or weight.shape[0] != weight.shape[1]
+        or weight.shape[2] != weight.shape[3]
+    ):
+        raise ValueError(f"causal conv weight must be [C, C, k, k], got {tuple(weight.shape)}")
+
+
+def causal_conv(x: Tensor, weight: Tensor) -> Tensor:
+    """y = T x: conv2d with top-left zero padding k - 1. x [B,C,H,W] -> y [B,C,H,W]."""
+    k = weight.shape[-1]
+    return F.conv2d(F.pad(x, (k - 1, 0, k - 1, 0)), weight)
+
+
+def transposed_kernel(weight: Tensor) -> Tensor:
+    """Kernel W' with T_W^T = R T_W' R, R = flip of both spatial axes and of the channels.
+
+    W'[c, c', a, b] = W[C-1-c', C-1-c, a, b]: transpose the channel matrix and reverse channels
+    (a unit lower triangular centre stays lower triangular).
+    """
+    return weight.transpose(0, 1).flip(0, 1)
+
+
+def flip_all(x: Tensor) -> Tensor:
+    return x.flip(1, 2, 3)
+
+
+@lru_cache(maxsize=64)
+def _diagonal_index(h: int, w: int, k: int, d: int, device: str):
+    i = torch.arange(max(0, d - w + 1), min(d, h - 1) + 1, device=device)
+    j = d - i
+    a = torch.arange(k, device=device).repeat_interleave(k)
+    b = torch.arange(k, device=device).repeat(k)
+    rows = i[None, :] + a[:, None]
+    cols = j[None, :] + b[:, None]
+    return i, j, rows, cols
+
+
+@torch.no_grad()
+def solve_wavefront(y: Tensor, weight: Tensor) -> Tensor:
+    """x = T^-1 y by anti-diagonal substitution: H + W - 1 vectorised steps.
+
+    y [B,C,H,W], weight [C,C,k,k] -> x [B,C,H,W].
+    """
+    b, c, h, w = y.shape
+    k = weight.shape[-1]
+    centre = weight[:, :, -1, -1]
+    off_centre = weight.clone()
+    off_centre[:, :, -1, -1] = 0
+    off_centre = off_centre.reshape(c, c, k * k)
+    lu = torch.linalg.lu_factor(centre)
+    xpad = y.new_zeros(b, c, h + k - 1, w + k - 1)
+    for d in range(h + w - 1):
+        i, j, rows, cols = _diagonal_index(h, w, k, d, str(y.device))
+        patches = xpad[:, :, rows, cols]  # [B, C, k*k, n]
+        rhs = y[:, :, i, j] - torch.einsum("ocs,bcsn->bon", off_centre, patches)
+        n = i.numel()
+        rhs = rhs.permute(1, 0, 2).reshape(c, b * n)
+        x_diag = torch.linalg.lu_solve(*lu, rhs).reshape(c, b, n).permute(1, 0, 2)
+        xpad[:, :, i + k - 1, j + k - 1] = x_diag
+    return xpad[:, :, k - 1 :, k - 1 :].contiguous()
+
+
+def row_operators(weight: Tensor, w: int) -> list[Tensor]:
+    """Row matrices B_r [(w C), (w C)], r = 0..k-1, ordered (column j, channel c): the part of
+    T that maps image row i - r to row i, ``B_r = sum_s2 shift(s2) kron A_(r, s2)``."""
+    c, k = weight.shape[0], weight.shape[-1]
+    ops = []
+    for r in range(k):
+        op = weight.new_zeros(w * c, w * c)
+        for s2 in range(min(k, w)):
+            shift = torch.diag(weight.new_ones(w - s2), -s2)
+            op = op + torch.kron(shift, weight[:, :, k - 1 - r, k - 1 - s2].contiguous())
+        ops.append(op)
+    return ops
+
+
+@torch.no_grad()
+def solve_rows(y: Tensor, weight: Tensor) -> Tensor:
+    """x = T^-1 y one image row at a time: H steps, each one matrix product.
+
+    Row i: B_0 x_i = y_i - sum_{r>=1} B_r x_{i-r}, with B_0 block lower triangular (a 1-D causal
+    conv along the row). With L = B_0^-1 (one triangular solve per call, independent of the
+    batch) and G_r = L B_r: x_i = L y_i - sum_r G_r x_{i-r}. y [B,C,H,W] -> x [B,C,H,W].
+    """
+    b, c, h, w = y.shape
+    k = weight.shape[-1]
+    ops = row_operators(weight, w)
+    eye = torch.eye(w * c, dtype=y.dtype, device=y.device)
+    centre = weight[:, :, -1, -1]
+    if torch.equal(centre, centre.tril()):
+        row_inverse = torch.linalg.solve_triangular(ops[0], eye, upper=False)
+    else:  # a general invertible centre: B_0 is only block lower triangular
+        row_inverse = torch.linalg.solve(ops[0], eye)
+    rows = y.permute(0, 2, 3, 1).reshape(b, h, w * c)
+    solved = rows @ row_inverse.T  # L y_i for every row at once
+    if k == 1:
+        return solved.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+    coupling = torch.cat([(row_inverse @ ops[r]).T for r in range(k - 1, 0, -1)], dim=0)
+    x = y.new_zeros(b, h + k - 1, w * c)
+    for i in range(h):
+        previous = x[:, i : i + k - 1].reshape(b, (k - 1) * w * c)
+        x[:, i + k - 1] = torch.addmm(solved[:, i], previous, coupling, alpha=-1)
+    return x[:, k - 1 :].reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+
+def inverse_kernel_spectrum(weight: Tensor, h: int, w: int) -> Tensor:
+    """Spectrum [F, C, C] of the first h x w terms of K^-1, on an FFT grid of 2h x 2w.
+
+    Newton's iteration at full size: h <- h + h (I - K h), truncated to h x w each step.
+    """
+    c = weight.shape[0]
+    size = (2 * h, 2 * w)
+    series = weight.flip(2, 3)[:, :, :h, :w]  # A_s at offset s
+    k_hat = _to_freq(torch.fft.rfft2(series, s=size))
+    eye = torch.eye(c, dtype=weight.dtype, device=weight.device)
+    inv = weight.new_zeros(c, c, h, w)
+    inv[:, :, 0, 0] = torch.linalg.inv(weight[:, :, -1, -1])
+    steps = math.ceil(math.log2(max(h + w - 1, 2))) + 1
+    for _ in range(steps):
+        inv_hat = _to_freq(torch.fft.rfft2(inv, s=size))
+        residual = _from_freq(-k_hat @ inv_hat, size)[:, :, :h, :w]
+        residual[:, :, 0, 0] += eye
+        res_hat = _to_freq(torch.fft.rfft2(residual, s=size))
+        inv = inv + _from_freq(inv_hat @ res_hat, size)[:, :, :h, :w]
+    return _to_freq(torch.fft.rfft2(inv, s=size))
+
+
+def _to_freq(spectrum: Tensor) -> Tensor:
+    """[C, C', n1, n2] -> [n1 * n2, C, C'] (one matrix per frequency)."""
+    c0, c1 = spectrum.shape[:2]
+    return spectrum.reshape(c0, c1, -1).permute(2, 0, 1).contiguous()
+
+
+def _from_freq(matrices: Tensor, size: tuple[int, int]) -> Tensor:
+    """[F, C, C'] on the rfft2 grid of ``size`` -> real [C, C', *size]."""
+    n1, n2 = size
+    c0, c1 = matrices.shape[1:]
+    spectrum = matrices.permute(1, 2, 0).reshape(c0, c1, n1, n2 // 2 + 1)
+    return torch.fft.irfft2(spectrum, s=size)
+
+
+def apply_spectrum(y: Tensor, spectrum: Tensor, adjoint: bool = False) -> Tensor:
+    """Causal convolution of y [B,C,H,W] with the kernel whose spectrum [F,C,C] is given
+    (or its adjoint, the anti-causal correlation with the transposed kernel), cropped to H x W."""
+    b, c, h, w = y.shape
+    size = (2 * h, 2 * w)
+    y_hat = torch.fft.rfft2(y, s=size).reshape(b, c, -1).permute(2, 1, 0).contiguous()  # [F,C,B]
+    mat = spectrum.conj().transpose(1, 2).contiguous() if adjoint else spectrum
+    x_hat = (mat @ y_hat).permute(2, 1, 0).reshape(b, c, size[0], size[1] // 2 + 1)
+    return torch.fft.irfft2(x_hat, s=size)[:, :, :h, :w]
+
+
+def dense_operator(weight: Tensor, h: int, w: int) -> Tensor:
+    """The explicit [D, D] matrix of T on C x h x w images (D = C h w), raster order (c, i, j)."""
+    return dense_matrix(lambda v: causal_conv(v, weight), (weight.shape[0], h, w), weight)
+
+
+def solve_dense(y: Tensor, weight: Tensor) -> Tensor:
+    """x = T^-1 y through the explicit matrix (reference; small images only)."""
+    b, c, h, w = y.shape
+    matrix = dense_operator(weight, h, w)
+    return torch.linalg.solve(matrix, y.reshape(b, -1).T).T.reshape(b, c, h, w)
+
+
+class CausalSolve(torch.autograd.Function):
+    """x = T^-1 y with exact gradients: dL/dy = T^-T g, dL/dW = -conv_weight_grad(x, u)."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, weight: Tensor, solver: str) -> Tensor:
+        state = None
+        if solver == "power_series":
+            state = inverse_kernel_spectrum(weight, y.shape[2], y.shape[3])
+            x = apply_spectrum(y, state)
+        elif solver == "wavefront":
+            x = solve_wavefront(y, weight)
+        elif solver == "rows":
+            x = solve_rows(y, weight)
+        elif solver == "dense":
+            x = solve_dense(y, weight)
+        else:
+            raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS}")
+        ctx.solver, ctx.state = solver, state
+        ctx.save_for_backward(x, weight)
+        return x
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_x: Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_x.contiguous()
+        if ctx.solver == "power_series":
+            u = apply_spectrum(grad_x, ctx.state, adjoint=True)
+        else:
+            solve = {"wavefront": solve_wavefront, "rows": solve_rows, "dense": solve_dense}[
+                ctx.solver
+            ]
+            u = flip_all(solve(flip_all(grad_x), transposed_kernel(weight)))
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            k = weight.shape[-1]
+            x_pad = F.pad(x, (k - 1, 0, k - 1, 0))
+            grad_w = -torch.nn.grad.conv2d_weight(x_pad, weight.shape, u)
+        return u, grad_w, None
+
+
+def causal_solve(y: Tensor, weight: Tensor, solver: str = "rows") -> Tensor:
+    """x = T^-1 y for the causal conv T of ``weight``. y [B,C,H,W] -> x [B,C,H,W]."""
+    check_weight(weight)
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS}")
+    return CausalSolve.apply(y, weight, solver)
+
+
+def orient(x: Tensor, orientation: int) -> Tensor:
+    """Flip x [B,C,H,W] so that a top-left causal conv acts from corner ``orientation``:
+    0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right. Its own inverse."""
+    dims = {0: (), 1: (3,), 2: (2,), 3: (2, 3)}[orientation]
+    return x.flip(dims) if dims else x
+
+
+def causal_masks(channels: int, k: int) -> tuple[Tensor, Tensor]:
+    """(free, strict_lower): the learnable entries of a causal kernel [C,C,k,k] (all taps but
+    the centre, plus the strict lower triangle of the centre) and the centre's diagonal."""
+    free = torch.ones(channels, channels, k, k)
+    free[:, :, -1, -1] = torch.tril(torch.ones(channels, channels), -1)
+    diag = torch.zeros(channels, channels, k, k)
+    diag[:, :, -1, -1] = torch.eye(channels)
+    return free, diag
+
+
+class _CausalKernel(Bijection):
+    """A learnable causal kernel [G, C/G, C/G, k, k] in G channel groups, group g acting from
+    corner ``orientations[g]``. The centre tap is lower triangular with diagonal exp(log_diag)
+    (fixed 1 when ``learn_diagonal`` is False, as in Inverse-Flow/FInC)."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        orientations: tuple[int, ...],
+        learn_diagonal: bool,
+        solver: str,
+        init_std: float = 0.01,
+    ):
+        super().__init__()
+        groups = len(orientations)
+        if channels % groups:
+            raise ValueError(
+                f"{type(self).__name__} needs channels divisible by {groups}, got {channels}"
+            )
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS}")
+        self.channels, self.kernel_size, self.solver = channels, kernel_size, solver
+        self.orientations = orientations
+        cg = channels // groups
+        free, diag = causal_masks(cg, kernel_size)
+        self.register_buffer("free", free)
+        self.register_buffer("diag", diag)
+        self.weight = nn.Parameter(init_std * torch.randn(groups, cg, cg, kernel_size, kernel_size))
+        self.log_diag = nn.Parameter(torch.zeros(groups, cg)) if learn_diagonal else None
+
+    def parameter_masks(self) -> dict[str, Tensor]:
+        return {"weight": self.free.expand_as(self.weight)}
+
+    def kernels(self) -> Tensor:
+        """Effective kernels [G, C/G, C/G, k, k]."""
+        diag = self.diag
+        if self.log_diag is not None:
+            diag = diag * torch.exp(self.log_diag)[:, :, None, None, None]
+        return self.weight * self.free + diag
+
+    def logdet_per_pixel(self) -> Tensor:
+        return self.log_diag.sum() if self.log_diag is not None else self.weight.new_zeros(())
+
+    def _per_group(self, x: Tensor, op) -> Tensor:
+        groups = x.chunk(len(self.orientations), dim=1)
+        out = [
+            orient(op(orient(xg, o), kernel), o)
+            for xg, o, kernel in zip(groups, self.orientations, self.kernels(), strict=True)
+        ]
+        return torch.cat(out, dim=1)
+
+    def conv(self, x: Tensor) -> Tensor:
+        check_image(x, self.channels, type(self).__name__)
+        return self._per_group(x, causal_conv)
+
+    def solve(self, y: Tensor) -> Tensor:
+        check_image(y, self.channels, type(self).__name__)
+        return self._per_group(y, lambda v, w: causal_solve(v, w, self.solver))
+
+    def logdet(self, x: Tensor) -> Tensor:
+        return (x.shape[2] * x.shape[3] * self.logdet_per_pixel()).expand(x.shape[0])
+
+
+class InverseConv2d(_CausalKernel):
+    """Inverse-Flow's inverse of a k x k convolution. x [B,C,H,W] -> z = T^-1 x; logdet = 0.
+
+    T: top-left padded causal conv with ``W[c,c,-1,-1] = 1`` fixed and ``W[c,c+1:,-1,-1] = 0``.
+    The density direction is the exact solve (selectable ``solver``), the sampling direction one
+    conv2d.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, solver: str = "rows"):
+        super().__init__(channels, kernel_size, (0,), False, solver)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.solve(x), zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return self.conv(z)
+
+
+class FInCConv2d(_CausalKernel):
+    """FInC Flow's conv: C/4 channel groups, each a causal conv from one of the four corners.
+    x [B,C,H,W] -> z = T x (density direction, one conv); logdet = 0; inverse by the solver."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, solver: str = "rows"):
+        super().__init__(channels, kernel_size, (0, 1, 2, 3), False, solver)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.conv(x), zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return self.solve(z)
+
+
+class CausalConv2d(_CausalKernel):
+    """Causal k x k conv over all channels with a learnable diagonal (CInC Flow; the
+    autoregressive convs of Emerging). x [B,C,H,W] -> z = T x; logdet = H W sum log_diag;
+    inverse by the solver (sequential ``wavefront`` by default, as in the originals)."""
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        orientation: int = 0,
+        solver: str = "wavefront",
+    ):
+        super().__init__(channels, kernel_size, (orientation,), True, solver)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.conv(x), self.logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return self.solve(z)

@@ -1,0 +1,118 @@
+"""The convolutions of the Self Normalizing Flows experiments (Keller et al. 2021): the exact
+conv (logdet by slogdet of the dense Toeplitz matrix) and SNF's self-normalizing conv.
+
+Both build the dense D x D matrix of the conv (D = C H W), so they are for small images only
+(the MNIST 9-layer flows of Inverse-Flow Table 4, D = 784); asked for a larger one they raise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.core import Bijection, check_image, dense_matrix
+
+MAX_DENSE_DIMS = 4096
+
+
+def identity_kernel(channels: int, kernel_size: int, noise: float) -> Tensor:
+    """[C, C, k, k] Dirac kernel (identity map with zero padding) plus N(0, noise^2)."""
+    weight = noise * torch.randn(channels, channels, kernel_size, kernel_size)
+    weight[:, :, kernel_size // 2, kernel_size // 2] += torch.eye(channels)
+    return weight
+
+
+class ExactConv2d(Bijection):
+    """k x k conv with zero padding (k odd). x [B,C,H,W] -> z = W * x;
+    logdet = log|det J| of the dense [D, D] matrix J (exact, O(D^3)); inverse by dense solve.
+
+    A singular J raises ``ValueError``; D above ``max_dims`` raises before any work.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, max_dims: int = MAX_DENSE_DIMS):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"{type(self).__name__} needs an odd kernel size, got {kernel_size}")
+        self.channels, self.max_dims = channels, max_dims
+        self.weight = nn.Parameter(identity_kernel(channels, kernel_size, 0.01))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def conv(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The linear part (no bias) of the conv."""
+        weight = self.weight if weight is None else weight
+        return F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+
+    def jacobian(self, shape: tuple[int, ...], like: Tensor, weight: Tensor | None = None):
+        """Dense [D, D] matrix of the conv on [*shape] images."""
+        d = shape[0] * shape[1] * shape[2]
+        if d > self.max_dims:
+            raise ValueError(
+                f"{type(self).__name__} builds the dense {d} x {d} matrix of the conv for input "
+                f"{tuple(shape)}; that exceeds max_dims={self.max_dims}. Use it on small images "
+                "only (e.g. MNIST 1x28x28, D = 784) or pass a larger max_dims."
+            )
+        return dense_matrix(lambda v: self.conv(v, weight), shape, like)
+
+    def exact_logdet(self, x: Tensor) -> Tensor:
+        sign, logabsdet = torch.linalg.slogdet(self.jacobian(tuple(x.shape[1:]), x))
+        if sign == 0 or not torch.isfinite(logabsdet):
+            raise ValueError(f"{type(self).__name__}: the conv is singular (not invertible)")
+        return logabsdet
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, type(self).__name__)
+        z = self.conv(x) + self.bias[:, None, None]
+        return z, self.exact_logdet(x).expand(x.shape[0])
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, f"{type(self).__name__}.inverse")
+        jac = self.jacobian(tuple(z.shape[1:]), z)
+        rhs = (z - self.bias[:, None, None]).flatten(1).T
+        return torch.linalg.solve(jac, rhs).T.reshape(z.shape)
+
+
+def flip_kernel(weight: Tensor) -> Tensor:
+    """The kernel of the transposed conv: spatially flipped, channels swapped."""
+    return weight.flip(2, 3).transpose(0, 1)
+
+
+class SelfNormConv2d(ExactConv2d):
+    """SNF's self-normalizing conv. x [B,C,H,W] -> z = W * x + b, with a learned approximate
+    inverse R (a conv of the same size, initialised to `flip_kernel` of W).
+
+    logdet: exact in value (as ExactConv2d) in evaluation. In training its value is 0 and its
+    gradient is SNF's: d log|det J_W| / dW = J_W^-T, with J_W^-1 replaced by J_R, which for a
+    conv is ``flip_kernel(R)`` times the number of pixels each tap touches (the gradient of the
+    surrogate sum(W * stop_grad(flip_kernel(R) * counts))). So train/bpd of an SNF model omits
+    these logdets; val/test BPD are exact. The reconstruction loss ``||x - R(W x)||^2`` per
+    example is the layer's `auxiliary_loss` (weight 1 in SNF). Sampling (inverse) uses the exact
+    dense solve, as in the SNF experiments.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, max_dims: int = MAX_DENSE_DIMS):
+        super().__init__(channels, kernel_size, max_dims)
+        self.inverse_weight = nn.Parameter(flip_kernel(self.weight.detach()).clone())
+        self._recon: Tensor | None = None
+
+    def tap_counts(self, x: Tensor) -> Tensor:
+        """[C, C, k, k]: how many (output, input) pixel pairs each tap links on x's size."""
+        ones = x.new_ones(1, *x.shape[1:])
+        pad = self.weight.shape[-1] // 2
+        return torch.nn.grad.conv2d_weight(ones, self.weight.shape, ones, padding=pad)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, type(self).__name__)
+        linear = self.conv(x)
+        z = linear + self.bias[:, None, None]
+        if not self.training:
+            self._recon = None
+            return z, self.exact_logdet(x).expand(x.shape[0])
+        grad = (flip_kernel(self.inverse_weight) * self.tap_counts(x)).detach()
+        surrogate = (self.weight * grad).sum()
+        logdet = surrogate - surrogate.detach()
+        self._recon = (x - self.conv(linear, self.inverse_weight)).pow(2).flatten(1).sum(1)
+        return z, logdet.expand(x.shape[0])
+
+    def auxiliary_loss(self) -> Tensor | None:
+        return self._recon

@@ -1,0 +1,129 @@
+"""Inverse-of-convolution family: exact solves against a dense reference, gradients, masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.layers.inverse_conv import (
+    SOLVERS,
+    CausalConv2d,
+    FInCConv2d,
+    InverseConv2d,
+    causal_conv,
+    causal_solve,
+    dense_operator,
+)
+from models.layers.snf import ExactConv2d, SelfNormConv2d
+from models.registry import count_params
+
+FAST_SOLVERS = [s for s in SOLVERS if s != "dense"]
+
+
+def random_causal_kernel(c: int, k: int, scale: float = 0.2, unit: bool = True) -> torch.Tensor:
+    weight = scale * torch.randn(c, c, k, k)
+    centre = torch.tril(weight[:, :, -1, -1], -1)
+    diag = torch.eye(c) if unit else torch.diag(torch.exp(0.3 * torch.randn(c)))
+    weight[:, :, -1, -1] = centre + diag
+    return weight
+
+
+@pytest.mark.parametrize("solver", FAST_SOLVERS)
+@pytest.mark.parametrize("c", [1, 3, 8, 12])
+@pytest.mark.parametrize("k", [2, 3])
+def test_solve_matches_dense_solve(solver, c, k):
+    h, w = (5, 7) if c < 8 else (4, 6)
+    weight = random_causal_kernel(c, k)
+    y = torch.randn(3, c, h, w)
+    expected = torch.linalg.solve(dense_operator(weight, h, w), y.reshape(3, -1).T).T
+    x = causal_solve(y, weight, solver)
+    error = (x.reshape(3, -1) - expected).abs().max() / expected.abs().max()
+    assert error < 1e-10, error
+    assert (causal_conv(x, weight) - y).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("solver", FAST_SOLVERS)
+def test_solvers_agree_with_wavefront(solver):
+    weight = random_causal_kernel(6, 3, unit=False)
+    y = torch.randn(4, 6, 9, 7)
+    reference = causal_solve(y, weight, "wavefront")
+    torch.testing.assert_close(causal_solve(y, weight, solver), reference, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("c,k", [(1, 2), (3, 3), (5, 2)])
+def test_gradcheck_of_custom_backward(solver, c, k):
+    weight = random_causal_kernel(c, k).requires_grad_()
+    y = torch.randn(2, c, 3, 4, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: causal_solve(a, b, solver), (y, weight))
+
+
+def test_masked_entries_get_no_gradient_and_are_not_counted():
+    layer = InverseConv2d(3, 3)
+    z, _ = layer(torch.randn(2, 3, 4, 4))
+    z.pow(2).sum().backward()
+    grad = layer.weight.grad[0]
+    assert (grad[:, :, -1, -1].triu() == 0).all()  # centre diagonal and upper triangle
+    assert grad[:, :, :-1].abs().sum() > 0
+    assert count_params(layer) == 3 * 3 * 9 - 6
+
+
+@pytest.mark.parametrize("channels", [8, 12, 16])
+def test_round_trip_for_many_channels(channels):
+    """The case the released Inverse-Flow CUDA code gets wrong (C >= 8)."""
+    for layer in (InverseConv2d(channels, 3), FInCConv2d(channels, 3)):
+        with torch.no_grad():
+            layer.weight.normal_(0, 0.2)
+        x = torch.randn(5, channels, 6, 5)
+        z, _ = layer(x)
+        assert (layer.inverse(z) - x).abs().max() < 1e-10
+        assert (z - x).abs().max() > 1e-2  # not the identity
+
+
+def test_finc_groups_use_four_corners():
+    layer = FInCConv2d(4, 2)
+    with torch.no_grad():
+        layer.weight.normal_(0, 0.5)
+    x = torch.zeros(1, 4, 5, 5)
+    x[:, :, 2, 2] = 1.0
+    z, _ = layer(x)
+    support = [(z[0, g].abs() > 0).nonzero() for g in range(4)]
+    assert support[0].min(0).values.tolist() == [2, 2]  # top-left causal: reaches down-right
+    assert support[3].max(0).values.tolist() == [2, 2]  # bottom-right: reaches up-left
+
+
+def test_cinc_logdet_is_learnable_diagonal():
+    layer = CausalConv2d(3, 3)
+    with torch.no_grad():
+        layer.log_diag.copy_(torch.tensor([[0.1, -0.2, 0.3]]))
+    _, logdet = layer(torch.randn(2, 3, 4, 5))
+    torch.testing.assert_close(logdet, torch.full((2,), 20 * 0.2))
+
+
+def test_unknown_solver_and_bad_channels_raise():
+    with pytest.raises(ValueError, match="unknown solver"):
+        InverseConv2d(3, 3, solver="magic")
+    with pytest.raises(ValueError, match="divisible by 4"):
+        FInCConv2d(6, 3)
+    with pytest.raises(ValueError, match=r"3 channels.*\(1, 4, 4, 4\)"):
+        InverseConv2d(3)(torch.zeros(1, 4, 4, 4))
+
+
+def test_exact_conv_refuses_large_images_clearly():
+    with pytest.raises(ValueError, match=r"dense 12288 x 12288.*max_dims"):
+        ExactConv2d(3)(torch.zeros(1, 3, 64, 64))
+
+
+def test_selfnorm_training_gradient_uses_learned_inverse():
+    torch.manual_seed(3)
+    layer = SelfNormConv2d(2).train()
+    x = torch.randn(4, 2, 5, 5)
+    _, logdet = layer(x)
+    (grad,) = torch.autograd.grad(logdet.sum(), layer.weight)
+    counts = layer.tap_counts(x)
+    expected = 4 * layer.inverse_weight.detach().flip(2, 3).transpose(0, 1) * counts
+    torch.testing.assert_close(grad, expected)
+    assert layer.auxiliary_loss().shape == (4,)
+    # R initialised to the adjoint of a near-identity W: the surrogate is close to the truth.
+    exact = torch.autograd.grad(layer.eval().exact_logdet(x), layer.weight)[0]
+    assert (grad / 4 - exact).abs().max() < 0.2 * exact.abs().max()
