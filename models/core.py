@@ -227,9 +227,9 @@ def multiscale(
     make_steps,
     squeeze_first: bool = True,
 ) -> MultiscaleLevel:
-    """Build L levels: each squeezes, applies ``make_steps(channels, level)`` (a list of
-    bijections, the K steps of that level), and splits half the channels off (Glow; the last
-    level does not split). input [B,C,H,W] -> flat latent [B, C*H*W].
+    """Build L levels: each squeezes, applies ``make_steps((C, H, W), level)`` (a list of
+    bijections, the K steps of that level, at that level's shape), and splits half the channels
+    off (Glow; the last level does not split). input [B,C,H,W] -> flat latent [B, C*H*W].
     """
     c, h, w = input_shape
     shapes = []
@@ -244,7 +244,7 @@ def multiscale(
     for level in reversed(range(levels)):
         shape = shapes[level]
         squeeze = squeeze_first or level > 0
-        inner = MultiscaleLevel(make_steps(shape[0], level), shape, inner=inner, squeeze=squeeze)
+        inner = MultiscaleLevel(make_steps(shape, level), shape, inner=inner, squeeze=squeeze)
     return inner
 
 

@@ -19,7 +19,8 @@ from models.layers.glow import (
     InvConv1x1LU,
 )
 
-StepFactory = Callable[[int, int], list[Bijection]]
+Shape = tuple[int, int, int]
+StepFactory = Callable[[Shape, int], list[Bijection]]
 
 
 def multiscale_flow(
@@ -31,11 +32,11 @@ def multiscale_flow(
 ) -> Flow:
     """Flow over images [B,C,H,W]: preprocessing, then L levels of K steps.
 
-    ``make_step(channels, level)`` returns the layers of one step.
+    ``make_step((C, H, W), level)`` returns the layers of one step at that level's shape.
     """
 
-    def level_steps(channels: int, level: int) -> list[Bijection]:
-        return [layer for _ in range(steps) for layer in make_step(channels, level)]
+    def level_steps(shape: Shape, level: int) -> list[Bijection]:
+        return [layer for _ in range(steps) for layer in make_step(shape, level)]
 
     transform = multiscale(input_shape, levels, level_steps)
     return Flow(transform, input_shape, image_preprocessing(logit_alpha))
@@ -47,7 +48,8 @@ def glow_step(width: int = 512, coupling: str = "affine", lu: bool = True) -> St
     if coupling not in couplings:
         raise ValueError(f"coupling must be one of {sorted(couplings)}, got {coupling!r}")
 
-    def make(channels: int, level: int) -> list[Bijection]:
+    def make(shape: Shape, level: int) -> list[Bijection]:
+        channels = shape[0]
         mix = InvConv1x1LU(channels) if lu else InvConv1x1(channels)
         return [ActNorm(channels), mix, couplings[coupling](channels, width)]
 
@@ -80,7 +82,8 @@ def realnvp(
     checkerboard couplings before the squeeze; here they run on the squeezed tensor of the level.
     """
 
-    def make_steps(channels: int, level: int) -> list[Bijection]:
+    def make_steps(shape: Shape, level: int) -> list[Bijection]:
+        channels = shape[0]
         n_checker = 4 if level == levels - 1 else 3
         layers: list[Bijection] = []
         for i in range(n_checker):

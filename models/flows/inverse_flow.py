@@ -1,0 +1,184 @@
+"""Inverse-Flow and the architectures it is compared with (Inverse-Flow Tables 2-6).
+
+Multiscale flows (L levels of K steps, Glow split prior) whose steps differ in the invertible
+convolution, and the 9-layer linear MNIST flows of SNF (Table 4). Each builder takes the sizes as
+arguments; `models.registry` names the table rows with the widths that reproduce the papers'
+parameter counts.
+"""
+
+from __future__ import annotations
+
+from models.core import (
+    Bijection,
+    Compose,
+    ElementwiseShift,
+    FlattenLatent,
+    Flow,
+    Squeeze,
+    image_preprocessing,
+)
+from models.flows.glow import Shape, multiscale_flow
+from models.layers.emerging import ConvExponential, emerging_conv
+from models.layers.glow import ActNorm, AffineCoupling, InvConv1x1, InvConv1x1LU
+from models.layers.inverse_conv import CausalConv2d, FInCConv2d, InverseConv2d
+from models.layers.snf import ExactConv2d, SelfNormConv2d
+from models.layers.spline import SplineActivation
+
+
+def inverse_flow(
+    input_shape: Shape,
+    levels: int = 2,
+    steps: int = 4,
+    width: int = 512,
+    kernel_size: int = 3,
+    bins: int = 5,
+    tail_bound: float = 10.0,
+    solver: str = "rows",
+) -> Flow:
+    """Inverse-Flow (paper Sec. 4.1): each step is inverse conv -> spline activation -> actnorm
+    -> 1x1 conv -> affine coupling with the released code's slim net 3x3 (C/2 -> width) -> 1x1
+    (width -> C) -> zero 3x3. Density direction solves T^-1; sampling is one conv per layer."""
+
+    def step(shape: Shape, level: int) -> list[Bijection]:
+        c = shape[0]
+        return [
+            InverseConv2d(c, kernel_size, solver),
+            SplineActivation(shape, bins, tail_bound),
+            ActNorm(c),
+            InvConv1x1LU(c),
+            AffineCoupling(c, width, mid=c),
+        ]
+
+    return multiscale_flow(input_shape, levels, steps, step)
+
+
+def finc_flow(
+    input_shape: Shape,
+    levels: int = 2,
+    steps: int = 4,
+    width: int = 512,
+    kernel_size: int = 3,
+    solver: str = "rows",
+) -> Flow:
+    """FInC Flow: Glow step with the FInC conv (4 corner-oriented causal convs) before the 1x1:
+    actnorm -> FInC k x k -> 1x1 -> affine coupling. Density direction is one conv per layer;
+    sampling solves."""
+
+    def step(shape: Shape, level: int) -> list[Bijection]:
+        c = shape[0]
+        return [
+            ActNorm(c),
+            FInCConv2d(c, kernel_size, solver),
+            InvConv1x1LU(c),
+            AffineCoupling(c, width),
+        ]
+
+    return multiscale_flow(input_shape, levels, steps, step)
+
+
+def cinc_flow(
+    input_shape: Shape,
+    levels: int = 2,
+    steps: int = 16,
+    width: int = 512,
+    kernel_size: int = 3,
+    solver: str = "wavefront",
+) -> Flow:
+    """CInC Flow: Glow step with one causal k x k conv (learnable diagonal) before the 1x1."""
+
+    def step(shape: Shape, level: int) -> list[Bijection]:
+        c = shape[0]
+        return [
+            ActNorm(c),
+            CausalConv2d(c, kernel_size, solver=solver),
+            InvConv1x1LU(c),
+            AffineCoupling(c, width),
+        ]
+
+    return multiscale_flow(input_shape, levels, steps, step)
+
+
+def emerging_glow(
+    input_shape: Shape,
+    levels: int = 2,
+    steps: int = 4,
+    width: int = 512,
+    solver: str = "wavefront",
+) -> Flow:
+    """Emerging Glow: actnorm -> emerging conv (1x1, two 2x2 autoregressive convs) -> affine
+    coupling. Sampling inverts the autoregressive convs sequentially (``wavefront``)."""
+
+    def step(shape: Shape, level: int) -> list[Bijection]:
+        c = shape[0]
+        return [ActNorm(c), emerging_conv(c, 2, solver), AffineCoupling(c, width)]
+
+    return multiscale_flow(input_shape, levels, steps, step)
+
+
+def snf_glow(
+    input_shape: Shape,
+    levels: int = 2,
+    steps: int = 4,
+    width: int = 512,
+    recon_weight: float = 100.0,
+) -> Flow:
+    """SNF Glow (SNF's selfnorm_glow experiments): actnorm -> self-normalizing 1x1 conv ->
+    affine coupling, split prior, reconstruction loss weight 100."""
+
+    def step(shape: Shape, level: int) -> list[Bijection]:
+        c = shape[0]
+        return [
+            ActNorm(c),
+            SelfNormConv2d(c, 1, recon_weight=recon_weight),
+            AffineCoupling(c, width),
+        ]
+
+    return multiscale_flow(input_shape, levels, steps, step)
+
+
+LINEAR_LAYERS = ("exact", "exponential", "emerging", "snf", "inverse_conv")
+
+
+def linear_layer(kind: str, shape: Shape) -> Bijection:
+    """One invertible conv of the SNF 9-layer flows (Inverse-Flow Table 4)."""
+    c = shape[0]
+    if kind == "exact":
+        return ExactConv2d(c, 3)
+    if kind == "snf":
+        return SelfNormConv2d(c, 3)
+    if kind == "emerging":
+        return emerging_conv(c, 2)
+    if kind == "exponential":  # SNF's ConvExp: per-element biases around exp(M), then a 1x1
+        return Compose(
+            [ElementwiseShift(shape), ConvExponential(c, 3), ElementwiseShift(shape), InvConv1x1(c)]
+        )
+    if kind == "inverse_conv":
+        return InverseConv2d(c, 3)
+    raise ValueError(f"unknown linear layer {kind!r}; choose from {LINEAR_LAYERS}")
+
+
+def linear_flow(
+    kind: str,
+    input_shape: Shape = (1, 28, 28),
+    layers: int = 9,
+    blocks: int = 3,
+    bins: int = 5,
+    tail_bound: float = 10.0,
+) -> Flow:
+    """SNF's 9-layer CNN flow: ``blocks`` blocks of layers/blocks convs at 1x28x28, 4x14x14,
+    16x7x7 (squeeze between blocks), each conv followed by a per-element RQ spline activation
+    except the last; no coupling, no split. Logit preprocessing with alpha 1e-6 (as SNF)."""
+    if layers % blocks:
+        raise ValueError(f"layers ({layers}) must be a multiple of blocks ({blocks})")
+    shape = tuple(input_shape)
+    parts: list[Bijection] = []
+    for block in range(blocks):
+        for i in range(layers // blocks):
+            parts.append(linear_layer(kind, shape))
+            if not (block == blocks - 1 and i == layers // blocks - 1):
+                parts.append(SplineActivation(shape, bins, tail_bound))
+        if block < blocks - 1:
+            parts.append(Squeeze())
+            shape = (shape[0] * 4, shape[1] // 2, shape[2] // 2)
+    parts.append(FlattenLatent(shape))
+    return Flow(Compose(parts), input_shape, image_preprocessing(logit_alpha=1e-6))
