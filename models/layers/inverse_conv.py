@@ -105,18 +105,15 @@ def solve_wavefront(y: Tensor, weight: Tensor) -> Tensor:
     return xpad[:, :, k - 1 :, k - 1 :].contiguous()
 
 
-def row_operators(weight: Tensor, w: int) -> list[Tensor]:
-    """Row matrices B_r [(w C), (w C)], r = 0..k-1, ordered (column j, channel c): the part of
-    T that maps image row i - r to row i, ``B_r = sum_s2 shift(s2) kron A_(r, s2)``."""
+def row_operators(weight: Tensor, w: int) -> Tensor:
+    """Row matrices B_r [k, (w C), (w C)], r = 0..k-1, ordered (column j, channel c): the part
+    of T that maps image row i - r to row i, ``B_r = sum_s2 shift(s2) kron A_(r, s2)``."""
     c, k = weight.shape[0], weight.shape[-1]
-    ops = []
-    for r in range(k):
-        op = weight.new_zeros(w * c, w * c)
-        for s2 in range(min(k, w)):
-            shift = torch.diag(weight.new_ones(w - s2), -s2)
-            op = op + torch.kron(shift, weight[:, :, k - 1 - r, k - 1 - s2].contiguous())
-        ops.append(op)
-    return ops
+    taps = weight.flip(2, 3).permute(2, 3, 0, 1)  # [r, s2, C, C] = A_(r, s2)
+    shifts = torch.stack(
+        [torch.diag(weight.new_ones(max(w - s2, 0)), -s2)[:w, :w] for s2 in range(k)]
+    )  # [s2, w, w], shift(s2)[j, j - s2] = 1
+    return torch.einsum("sij,rsab->riajb", shifts, taps).reshape(k, w * c, w * c)
 
 
 @torch.no_grad()
