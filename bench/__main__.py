@@ -46,10 +46,73 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_record(record: dict) -> None:
+    if not record:
+        return
+    metrics = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["metrics"].items()
+    )
+    print(
+        f"{record['table']} / {record['row']} ({record['profile']}, {record['device']}): {metrics}"
+    )
+
+
+def _row_command(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from bench import run as runner
+        from bench.config import load_config
+        from bench.results import records_path
+
+        config = load_config(args.config, args.profile, args.set)
+        record = getattr(runner, f"{name}_command")(config, args)
+        _print_record(record)
+        if record:
+            print(f"record appended to {records_path(Path(args.results_dir), config['table'])}")
+        return 0
+
+    return run
+
+
+def _add_row_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="bench/configs/<table>/<row>.yaml")
+    parser.add_argument("--profile", default="paper", choices=["paper", "demo"])
+    parser.add_argument("--data_dir", "--data-dir", default=None)
+    parser.add_argument("--results_dir", "--results-dir", default="results")
+    parser.add_argument(
+        "--work_dir",
+        "--work-dir",
+        default="outputs",
+        help="checkpoints, logs and samples go to <work_dir>/<table>/<row>/<profile>",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config entries, e.g. module.lr=3e-4 trainer.max_steps=100",
+    )
+    parser.add_argument("--checkpoint", default=None, help="checkpoint for test/time")
+    parser.add_argument("--device", default=None, help="device for time (default cuda if any)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--log-level", default="WARNING")
     sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="train a table row, test its best checkpoint, time it")
+    _add_row_options(fit)
+    fit.add_argument("--resume", action="store_true", help="continue from the row's last.ckpt")
+    fit.add_argument("--accelerator", default=None)
+    fit.add_argument("--devices", default=None)
+    fit.add_argument("--num_nodes", "--num-nodes", type=int, default=None)
+    fit.add_argument("--strategy", default=None, help="e.g. ddp")
+    fit.set_defaults(func=_row_command("fit"))
+    test = sub.add_parser("test", help="test-set BPD/NLL of a row's checkpoint")
+    _add_row_options(test)
+    test.set_defaults(func=_row_command("test"))
+    timing = sub.add_parser("time", help="sampling (ST) and forward (FT) time of a row")
+    _add_row_options(timing)
+    timing.set_defaults(func=_row_command("time"))
     layers = sub.add_parser("layers", help="layer timing benchmarks (ratios to conv2d)")
     layers.add_argument("--family", default="inverse_conv", choices=["inverse_conv"])
     layers.add_argument("--device", default="cuda" if _cuda() else "cpu")
@@ -68,6 +131,8 @@ def _cuda() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "devices", None) is not None and str(args.devices).isdigit():
+        args.devices = int(args.devices)
     logging.basicConfig(level=args.log_level.upper())
     return args.func(args)
 

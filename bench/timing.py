@@ -19,6 +19,7 @@ class Timing:
     mean_ms: float
     std_ms: float
     runs: int
+    samples: tuple[float, ...] = ()
 
     def ratio(self, other: Timing) -> float:
         return self.mean_ms / other.mean_ms
@@ -60,7 +61,7 @@ def time_call(
             fn()
             samples.append((time.perf_counter() - t0) * 1000)
     std = statistics.stdev(samples) if len(samples) > 1 else 0.0
-    return Timing(statistics.fmean(samples), std, len(samples))
+    return Timing(statistics.fmean(samples), std, len(samples), tuple(samples))
 
 
 def trimmed_mean_ms(samples: list[float], keep: int = 60) -> float:

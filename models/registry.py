@@ -44,9 +44,9 @@ MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
 
 MODELS: dict[str, Callable[..., Flow]] = {
-    "glow_mnist": partial(glow, MNIST_SHAPE, levels=2, steps=32, width=512),
-    "glow_cifar10": partial(glow, CIFAR_SHAPE, levels=3, steps=32, width=512),
-    "realnvp_cifar10": partial(realnvp, CIFAR_SHAPE, levels=3, width=64, blocks=8),
+    "glow_mnist": partial(glow, input_shape=MNIST_SHAPE, levels=2, steps=32, width=512),
+    "glow_cifar10": partial(glow, input_shape=CIFAR_SHAPE, levels=3, steps=32, width=512),
+    "realnvp_cifar10": partial(realnvp, input_shape=CIFAR_SHAPE, levels=3, width=64, blocks=8),
 }
 
 # Inverse-Flow Tables 2, 3 (MNIST) and 5, 6 (CIFAR-10): L = 2, K = 4 or 16. The coupling widths
@@ -71,11 +71,11 @@ _MULTISCALE_ROWS = {
     "cinc_cifar10_k16": (cinc_flow, CIFAR_SHAPE, 16, {"width": 183}),
 }
 for _name, (_builder, _shape, _steps, _kwargs) in _MULTISCALE_ROWS.items():
-    MODELS[_name] = partial(_builder, _shape, levels=2, steps=_steps, **_kwargs)
+    MODELS[_name] = partial(_builder, input_shape=_shape, levels=2, steps=_steps, **_kwargs)
 
 # Inverse-Flow Table 4: SNF's 9-layer linear MNIST flows.
 for _kind in LINEAR_LAYERS:
-    MODELS[f"{_kind}_mnist_linear9"] = partial(linear_flow, _kind, MNIST_SHAPE)
+    MODELS[f"{_kind}_mnist_linear9"] = partial(linear_flow, _kind, input_shape=MNIST_SHAPE)
 
 
 def count_params(model: nn.Module) -> int:

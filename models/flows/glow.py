@@ -63,9 +63,12 @@ def glow(
     width: int = 512,
     coupling: str = "affine",
     lu: bool = True,
+    logit_alpha: float | None = None,
 ) -> Flow:
-    """Glow (Kingma & Dhariwal 2018): CIFAR-10 config L=3, K=32, width 512, affine, LU 1x1."""
-    return multiscale_flow(input_shape, levels, steps, glow_step(width, coupling, lu))
+    """Glow (Kingma & Dhariwal 2018): CIFAR-10 config L=3, K=32, width 512, affine, LU 1x1.
+    Data centred to [-0.5, 0.5) as in Glow, or RealNVP's logit when ``logit_alpha`` is given."""
+    step = glow_step(width, coupling, lu)
+    return multiscale_flow(input_shape, levels, steps, step, logit_alpha=logit_alpha)
 
 
 def realnvp(

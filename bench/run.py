@@ -1,0 +1,220 @@
+"""The commands behind ``python -m bench fit|test|time``: build the row's datamodule, module,
+trainer and logger from its config, run, evaluate, and append the record."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from bench.evaluate import evaluate_bpd, time_flow
+from bench.module import FlowModule
+from bench.results import append_records, make_record, records_path
+from bench.timing import device_name
+from datamodules import make_datamodule
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(config: dict, work_dir: str | Path) -> Path:
+    """Where a row's checkpoints, logs and samples go: <work_dir>/<table>/<name>/<profile>."""
+    name = Path(config["config_path"]).stem
+    return Path(work_dir) / config["table"] / name / config["profile"]
+
+
+def make_logger(config: dict, directory: Path):
+    """W&B (offline unless the user configured W&B) or a CSV logger; never crashes a run."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    fallback = CSVLogger(str(directory), name="logs")
+    settings = config.get("wandb", {})
+    if not settings.get("enabled", True) or os.environ.get("WANDB_MODE") == "disabled":
+        return fallback
+    try:
+        from pytorch_lightning.loggers import WandbLogger
+
+        configured = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
+        mode = os.environ.get("WANDB_MODE") or ("online" if configured else "offline")
+        logger = WandbLogger(
+            project=settings.get("project", "convflow-bench"),
+            name=f"{config['table']}/{Path(config['config_path']).stem}/{config['profile']}",
+            tags=[*settings.get("tags", []), config["profile"], config["table"]],
+            save_dir=str(directory),
+            mode=mode,
+            config=config,
+        )
+        logger.experiment  # noqa: B018 - start the run now so a failure falls back here
+        return logger
+    except Exception as err:
+        log.warning("W&B unavailable (%s); logging to CSV in %s", err, directory)
+        return fallback
+
+
+def _netrc_has_wandb() -> bool:
+    netrc = Path.home() / ".netrc"
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def wandb_url(logger) -> str | None:
+    try:
+        return logger.experiment.url if hasattr(logger.experiment, "url") else None
+    except Exception:
+        return None
+
+
+def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
+    """The datamodule and FlowModule of a config."""
+    data = dict(config.get("data", {}))
+    if data_dir is not None:
+        data["data_dir"] = data_dir
+    datamodule = make_datamodule(config["dataset"], **data)
+    module_kwargs = dict(config.get("module", {}))
+    total = config.get("trainer", {}).get("max_steps")
+    module = FlowModule(
+        model=config["model"],
+        model_kwargs=config.get("model_kwargs", {}),
+        total_steps=total if total and total > 0 else None,
+        sample_dir=str(sample_dir) if sample_dir else None,
+        seed=config.get("seed", 0),
+        **module_kwargs,
+    )
+    return datamodule, module
+
+
+def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(
+        dirpath=str(directory / "checkpoints"),
+        filename="best",
+        monitor="val/bpd",
+        mode="min",
+        save_last=True,
+    )
+    options = dict(config.get("trainer", {}))
+    for key in ("accelerator", "devices", "num_nodes", "strategy"):
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    return pl.Trainer(
+        default_root_dir=str(directory),
+        logger=logger,
+        callbacks=[checkpoint],
+        **options,
+    )
+
+
+def evaluation_device(trainer: pl.Trainer | None = None) -> str:
+    if trainer is not None and trainer.strategy.root_device.type == "cuda":
+        return str(trainer.strategy.root_device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def timing_metrics(flow, config: dict, device: str) -> dict[str, Any]:
+    ev = config.get("evaluate", {})
+    return time_flow(
+        flow,
+        device,
+        st_runs=ev.get("st_runs", 5),
+        ft_runs=ev.get("ft_runs", 10),
+        per_sample_calls=ev.get("per_sample_calls", 100),
+    )
+
+
+def fit_command(config: dict, args) -> dict[str, Any]:
+    """Train, test the best checkpoint, time, and append the record. Returns the record."""
+    pl.seed_everything(config.get("seed", 0), workers=True)
+    directory = run_dir(config, args.work_dir)
+    datamodule, module = build(config, args.data_dir, directory)
+    logger = make_logger(config, directory)
+    trainer = trainer_for(config, directory, args, logger)
+    last = directory / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if args.resume and last.is_file() else None
+    if args.resume and ckpt_path is None:
+        log.warning("--resume: no checkpoint at %s, starting from scratch", last)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if not trainer.is_global_zero:
+        return {}
+    best = trainer.checkpoint_callback.best_model_path or None
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=best or "last", verbose=False)
+    metrics = {
+        "bpd": float(results[0]["test/bpd"]),
+        "nll": float(results[0]["test/nll"]),
+        "params_m": module.params_m(),
+    }
+    device = evaluation_device(trainer)
+    if config.get("evaluate", {}).get("timing", True):
+        timing = timing_metrics(module.eval_flow(), config, device)
+        metrics.update({k: v for k, v in timing.items() if k != "device"})
+    record = make_record(
+        config["table"],
+        config["row"],
+        config["dataset"],
+        metrics,
+        device=device_name(device),
+        profile=config["profile"],
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+        config=config,
+        wandb_url=wandb_url(logger),
+    )
+    record["note"] = config.get("note", "")
+    append_records(records_path(Path(args.results_dir), config["table"]), [record])
+    return record
+
+
+def load_module(checkpoint: str | Path) -> FlowModule:
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    return FlowModule.load_from_checkpoint(str(path), map_location="cpu")
+
+
+def test_command(config: dict, args) -> dict[str, Any]:
+    """Test-set BPD/NLL of a checkpoint (default: the row's best), appended as a record."""
+    directory = run_dir(config, args.work_dir)
+    checkpoint = args.checkpoint or directory / "checkpoints" / "best.ckpt"
+    module = load_module(checkpoint)
+    datamodule, _ = build(config, args.data_dir)
+    device = evaluation_device()
+    metrics = evaluate_bpd(module.eval_flow(), datamodule.test_dataloader(), device)
+    metrics["params_m"] = module.params_m()
+    record = make_record(
+        config["table"],
+        config["row"],
+        config["dataset"],
+        metrics,
+        device=device_name(device),
+        profile=config["profile"],
+        config=config,
+    )
+    append_records(records_path(Path(args.results_dir), config["table"]), [record])
+    return record
+
+
+def time_command(config: dict, args) -> dict[str, Any]:
+    """ST/FT of the row's model (from a checkpoint if given, else freshly initialised)."""
+    if args.checkpoint:
+        flow = load_module(args.checkpoint).eval_flow()
+    else:
+        _, module = build(config, args.data_dir)
+        flow = module.flow
+    device = args.device or evaluation_device()
+    metrics = timing_metrics(flow, config, device)
+    name = metrics.pop("device")
+    record = make_record(
+        config["table"],
+        config["row"],
+        config["dataset"],
+        metrics,
+        device=name,
+        profile=config["profile"],
+        config=config,
+    )
+    record["note"] = "timing only" + (" (untrained weights)" if not args.checkpoint else "")
+    append_records(records_path(Path(args.results_dir), config["table"]), [record])
+    return record

@@ -1,0 +1,159 @@
+"""One base for every image data set: uint8 tensors in memory, a seeded validation split.
+
+Images come out as float tensors [B, C, H, W] of integer values 0..255 (dequantization is in the
+model) with integer labels. Subclasses only load ``(train_images, train_labels)`` and
+``(test_images, test_labels)`` as uint8 [N, C, H, W] and int64 [N].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class DataFileError(FileNotFoundError):
+    """A data file is missing or unreadable; the message says which and how to provide it."""
+
+
+class ImageTensorDataset(Dataset):
+    """uint8 images [N,C,H,W] + labels [N] -> (float image 0..255, label)."""
+
+    def __init__(self, images: Tensor, labels: Tensor):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"images must be uint8 [N, C, H, W], got {images.dtype} {images.shape}"
+            )
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index].float(), self.labels[index]
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A random permutation per epoch from ``seed + epoch`` (Lightning calls ``set_epoch``), so a
+    run resumed from a checkpoint sees the same order an uninterrupted run would."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base LightningDataModule: train/val/test loaders over in-memory uint8 images.
+
+    ``val_size``: examples taken from the training set for validation, by a permutation seeded
+    with ``seed``. ``subset``: keep only the first n training (and n // 5 test) examples, for the
+    demo profile.
+    """
+
+    name = "images"
+    shape: tuple[int, int, int] = (1, 28, 28)
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data",
+        batch_size: int = 64,
+        val_size: int = 5000,
+        seed: int = 0,
+        num_workers: int = 0,
+        subset: int | None = None,
+        download: bool = True,
+    ):
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
+        self.num_workers, self.subset, self.download = num_workers, subset, download
+        self._splits: dict[str, ImageTensorDataset] | None = None
+
+    def load(self) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is not None:
+            return
+        (train_x, train_y), (test_x, test_y) = self.load()
+        if self.subset is not None:
+            train_x, train_y = train_x[: self.subset], train_y[: self.subset]
+            n_test = max(self.subset // 5, 1)
+            test_x, test_y = test_x[:n_test], test_y[:n_test]
+        n_val = min(self.val_size, len(train_x) // 5) if self.subset else self.val_size
+        if not 0 < n_val < len(train_x):
+            raise ValueError(f"val_size {n_val} does not fit {len(train_x)} training images")
+        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        self._splits = {
+            "train": ImageTensorDataset(train_x[train_idx], train_y[train_idx]),
+            "val": ImageTensorDataset(train_x[val_idx], train_y[val_idx]),
+            "test": ImageTensorDataset(test_x, test_y),
+        }
+
+    def dataset(self, split: str) -> ImageTensorDataset:
+        self.setup()
+        return self._splits[split]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochSeededSampler(len(dataset), self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            drop_last=shuffle,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+
+class SyntheticDataModule(ImageDataModule):
+    """Random images of any shape, for tests: a smooth per-class pattern plus noise, so a flow
+    can learn them (BPD drops quickly)."""
+
+    name = "synthetic"
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int] = (1, 8, 8),
+        num_train: int = 512,
+        num_test: int = 128,
+        **kwargs,
+    ):
+        kwargs.setdefault("val_size", max(num_train // 8, 1))
+        super().__init__(**kwargs)
+        self.shape = tuple(shape)
+        self.num_train, self.num_test = num_train, num_test
+
+    def _make(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        labels = torch.randint(0, 4, (n,), generator=gen)
+        c, h, w = self.shape
+        grid = torch.linspace(0, 1, h)[:, None] + torch.linspace(0, 1, w)[None, :]
+        base = 60 + 120 * (grid[None, None] * (labels[:, None, None, None] + 1) % 1.0)
+        noise = 12 * torch.randn(n, c, h, w, generator=gen)
+        return (base.expand(n, c, h, w) + noise).clamp(0, 255).to(torch.uint8), labels
+
+    def load(self):
+        return self._make(self.num_train, self.seed), self._make(self.num_test, self.seed + 1)

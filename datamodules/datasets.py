@@ -1,0 +1,309 @@
+"""The data sets: MNIST, Fashion-MNIST, CIFAR-10, downsampled ImageNet 32/64, photo crops.
+
+Local files are used when present (nothing is downloaded); otherwise torchvision's real download
+runs when ``download=True``. A missing or corrupt file raises `DataFileError` naming the file and
+how to provide it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from datamodules.base import DataFileError, ImageDataModule, SyntheticDataModule
+
+log = logging.getLogger(__name__)
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def read_idx(path: Path) -> Tensor:
+    """Read an idx file (optionally gzipped) into a uint8 tensor; check magic number and size."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as err:
+        raise DataFileError(f"cannot read {path}: {err}; the file is corrupt, delete it") from err
+    if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataFileError(f"{path} is not an unsigned-byte idx file (bad magic number)")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(data) - offset != expected:
+        raise DataFileError(
+            f"{path} is truncated or corrupt: header says {dims} ({expected} bytes), "
+            f"found {len(data) - offset} bytes"
+        )
+    array = np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+    return torch.from_numpy(array.copy())
+
+
+class IdxDataModule(ImageDataModule):
+    """MNIST-format idx files. ``data_dir`` may hold them in torchvision's layout
+    (``DIR/<Name>/raw/train-images-idx3-ubyte[.gz]``) or flat (``DIR/train-images-idx3-ubyte.gz``,
+    as the Debian Fashion-MNIST package installs them), gzipped or not."""
+
+    torchvision_name = "MNIST"
+    shape = (1, 28, 28)
+
+    def find(self, stem: str) -> Path | None:
+        for folder in (self.data_dir / self.torchvision_name / "raw", self.data_dir):
+            for name in (stem, stem + ".gz"):
+                if (folder / name).is_file():
+                    return folder / name
+        return None
+
+    def _download(self) -> None:
+        import torchvision
+
+        dataset_cls = getattr(torchvision.datasets, self.torchvision_name)
+        try:
+            for train in (True, False):
+                dataset_cls(str(self.data_dir), train=train, download=True)
+        except Exception as err:  # network errors come in many types
+            raise DataFileError(self._how_to(f"download failed ({err})")) from err
+
+    def _how_to(self, problem: str) -> str:
+        return (
+            f"{self.torchvision_name} idx files not found in {self.data_dir}: {problem}. Put "
+            f"train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+            f"and t10k-labels-idx1-ubyte.gz in {self.data_dir} (or in "
+            f"{self.data_dir / self.torchvision_name / 'raw'}) and pass --data_dir; offline, the "
+            f"Debian package dataset-fashion-mnist installs Fashion-MNIST under "
+            f"{DEBIAN_FASHION_MNIST} (run with DATASET=fashion_mnist, or --set "
+            f"dataset=fashion_mnist --data_dir {DEBIAN_FASHION_MNIST})."
+        )
+
+    def load(self):
+        stems = [s for pair in IDX_FILES.values() for s in pair]
+        if any(self.find(s) is None for s in stems):
+            if not self.download:
+                missing = [s for s in stems if self.find(s) is None]
+                raise DataFileError(self._how_to(f"missing {', '.join(missing)}"))
+            log.info("downloading %s to %s", self.torchvision_name, self.data_dir)
+            self._download()
+        splits = []
+        for split in ("train", "test"):
+            images_file, labels_file = (self.find(s) for s in IDX_FILES[split])
+            images, labels = read_idx(images_file), read_idx(labels_file).long()
+            if images.dim() != 3 or len(images) != len(labels):
+                raise DataFileError(
+                    f"{images_file} and {labels_file} disagree: {tuple(images.shape)} images, "
+                    f"{len(labels)} labels"
+                )
+            splits.append((images[:, None], labels))
+        return tuple(splits)
+
+
+class MNISTDataModule(IdxDataModule):
+    name = "mnist"
+    torchvision_name = "MNIST"
+
+
+class FashionMNISTDataModule(IdxDataModule):
+    name = "fashion_mnist"
+    torchvision_name = "FashionMNIST"
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10 from the python pickles in ``DIR/cifar-10-batches-py`` (data_batch_1..5,
+    test_batch), fetched by torchvision's download when missing and ``download=True``."""
+
+    name = "cifar10"
+    shape = (3, 32, 32)
+    folder = "cifar-10-batches-py"
+    train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
+    test_files = ("test_batch",)
+
+    def _read(self, path: Path) -> tuple[Tensor, Tensor]:
+        import pickle
+
+        try:
+            with open(path, "rb") as handle:
+                entry = pickle.load(handle, encoding="latin1")
+            data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = torch.tensor(entry.get("labels", entry.get("fine_labels")))
+        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+            raise DataFileError(f"{path} is not a CIFAR-10 batch file (corrupt?): {err}") from err
+        return torch.from_numpy(data.copy()), labels
+
+    def load(self):
+        root = self.data_dir / self.folder
+        needed = [root / f for f in (*self.train_files, *self.test_files)]
+        if not all(p.is_file() for p in needed) and self.download:
+            import torchvision
+
+            try:
+                torchvision.datasets.CIFAR10(str(self.data_dir), download=True)
+            except Exception as err:
+                log.warning("CIFAR-10 download failed: %s", err)
+        missing = [str(p) for p in needed if not p.is_file()]
+        if missing:
+            raise DataFileError(
+                f"CIFAR-10 files missing: {', '.join(missing)}. Download cifar-10-python.tar.gz "
+                f"from the CIFAR-10 page, extract it into {self.data_dir} and pass --data_dir."
+            )
+        splits = []
+        for files in (self.train_files, self.test_files):
+            parts = [self._read(root / f) for f in files]
+            splits.append((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
+        return tuple(splits)
+
+
+class DownsampledImageNetDataModule(ImageDataModule):
+    """Downsampled ImageNet (Chrabaszcz et al. 2017) at 32 or 64 pixels: the official .npz
+    batches (``*train*.npz`` with ``data`` [N, 3 s s] and ``labels``; ``*val*.npz`` serves as the
+    test set) or an ImageFolder ``DIR/train/<class>/*.png`` and ``DIR/val/<class>/*.png``."""
+
+    size = 32
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.size, self.size)
+
+    def _npz(self, pattern: str) -> tuple[Tensor, Tensor] | None:
+        files = sorted(self.data_dir.glob(f"**/*{pattern}*.npz"))
+        if not files:
+            return None
+        images, labels = [], []
+        for path in files:
+            try:
+                with np.load(path) as archive:
+                    data, lab = archive["data"], archive["labels"]
+            except (OSError, KeyError, ValueError) as err:
+                raise DataFileError(f"{path} is not a downsampled-ImageNet .npz: {err}") from err
+            if data.shape[1] != 3 * self.size**2:
+                raise DataFileError(
+                    f"{path} holds {data.shape[1]} values per image, expected {3 * self.size**2} "
+                    f"for {self.size}x{self.size}"
+                )
+            images.append(torch.from_numpy(data).reshape(-1, 3, self.size, self.size))
+            labels.append(torch.from_numpy(np.asarray(lab)).long() - 1)
+        return torch.cat(images), torch.cat(labels)
+
+    def _folder(self, split: str) -> tuple[Tensor, Tensor] | None:
+        root = self.data_dir / split
+        if not root.is_dir():
+            return None
+        import torchvision
+        from torchvision.transforms import v2
+
+        transform = v2.Compose([v2.PILToTensor(), v2.Resize((self.size, self.size))])
+        ds = torchvision.datasets.ImageFolder(str(root), transform=transform)
+        images = torch.stack([ds[i][0][:3] for i in range(len(ds))])
+        return images, torch.tensor(ds.targets)
+
+    def load(self):
+        splits = []
+        for pattern, folder in (("train", "train"), ("val", "val")):
+            found = self._npz(pattern) or self._folder(folder)
+            if found is None:
+                raise DataFileError(
+                    f"ImageNet{self.size} not found in {self.data_dir}: expected the downsampled "
+                    f"ImageNet .npz files (*{pattern}*.npz) or an ImageFolder {self.data_dir}/"
+                    f"{folder}/<class>/*.png. Download them from the ImageNet site (downsampled "
+                    "variants) and pass --data_dir."
+                )
+            splits.append(found)
+        return tuple(splits)
+
+
+class ImageNet32DataModule(DownsampledImageNetDataModule):
+    name = "imagenet32"
+    size = 32
+
+
+class ImageNet64DataModule(DownsampledImageNetDataModule):
+    name = "imagenet64"
+    size = 64
+
+
+class CropsDataModule(ImageDataModule):
+    """Crops of any folder of photographs (jpg/png): ``crops_per_image`` random crops (seeded)
+    of ``crop_size`` pixels, or one centre crop each with ``random_crops=False``. Test crops use
+    another seed."""
+
+    name = "crops"
+
+    def __init__(
+        self,
+        crop_size: int = 32,
+        crops_per_image: int = 64,
+        random_crops: bool = True,
+        **kwargs,
+    ):
+        kwargs.setdefault("val_size", 1)
+        super().__init__(**kwargs)
+        self.crop_size, self.crops_per_image = crop_size, crops_per_image
+        self.random_crops = random_crops
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.crop_size, self.crop_size)
+
+    def photos(self) -> list[Tensor]:
+        from PIL import Image
+
+        paths = sorted(
+            p for p in self.data_dir.glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
+        )
+        if not paths:
+            raise DataFileError(f"no .png/.jpg photographs in {self.data_dir}; pass --data_dir")
+        photos = []
+        for path in paths:
+            try:
+                image = np.asarray(Image.open(path).convert("RGB"))
+            except OSError as err:
+                raise DataFileError(f"cannot read photograph {path}: {err}") from err
+            if min(image.shape[:2]) < self.crop_size:
+                raise DataFileError(f"{path} is smaller than the crop size {self.crop_size}")
+            photos.append(torch.from_numpy(image.copy()).permute(2, 0, 1))
+        return photos
+
+    def _crops(self, photos: list[Tensor], seed: int) -> Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        s, out = self.crop_size, []
+        for photo in photos:
+            h, w = photo.shape[1:]
+            if not self.random_crops:
+                top, left = (h - s) // 2, (w - s) // 2
+                out.append(photo[:, top : top + s, left : left + s])
+                continue
+            for _ in range(self.crops_per_image):
+                top = int(torch.randint(0, h - s + 1, (1,), generator=gen))
+                left = int(torch.randint(0, w - s + 1, (1,), generator=gen))
+                out.append(photo[:, top : top + s, left : left + s])
+        return torch.stack(out).contiguous()
+
+    def load(self):
+        photos = self.photos()
+        train, test = self._crops(photos, self.seed), self._crops(photos, self.seed + 1)
+        return (train, torch.zeros(len(train), dtype=torch.long)), (
+            test,
+            torch.zeros(len(test), dtype=torch.long),
+        )
+
+
+DATAMODULES = {
+    cls.name: cls
+    for cls in (
+        MNISTDataModule,
+        FashionMNISTDataModule,
+        CIFAR10DataModule,
+        ImageNet32DataModule,
+        ImageNet64DataModule,
+        CropsDataModule,
+        SyntheticDataModule,
+    )
+}

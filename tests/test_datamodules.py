@@ -1,0 +1,153 @@
+"""Each datamodule on files the tests write into a temp dir; clear errors for bad files."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules import DataFileError, make_datamodule, read_idx
+
+
+def write_idx(path, array: np.ndarray, compress: bool) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def write_mnist(folder, n_train=60, n_test=20, compress=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(
+            folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), compress
+        )
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, (n,)), compress)
+
+
+def check_splits(dm, shape, n_train, n_val, n_test):
+    dm.setup()
+    assert len(dm.dataset("train")) == n_train
+    assert len(dm.dataset("val")) == n_val
+    assert len(dm.dataset("test")) == n_test
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape[1:] == shape and x.dtype == torch.float32
+    assert x.min() >= 0 and x.max() <= 255 and torch.equal(x, x.round())
+    assert y.dtype == torch.int64
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_mnist_in_torchvision_layout(tmp_path, compress):
+    write_mnist(tmp_path / "MNIST" / "raw", compress=compress)
+    dm = make_datamodule("mnist", data_dir=tmp_path, batch_size=8, val_size=10, download=False)
+    check_splits(dm, (1, 28, 28), 50, 10, 20)
+
+
+def test_fashion_mnist_flat_layout_like_debian(tmp_path):
+    write_mnist(tmp_path)
+    dm = make_datamodule(
+        "fashion_mnist", data_dir=tmp_path, batch_size=8, val_size=10, download=False
+    )
+    check_splits(dm, (1, 28, 28), 50, 10, 20)
+
+
+def test_validation_split_is_seeded_and_disjoint(tmp_path):
+    write_mnist(tmp_path)
+    splits = []
+    for _ in range(2):
+        dm = make_datamodule("mnist", data_dir=tmp_path, val_size=10, download=False)
+        dm.setup()
+        splits.append(dm.dataset("val").images)
+    assert torch.equal(*splits)
+
+
+def test_missing_files_name_the_file_and_the_fix(tmp_path):
+    dm = make_datamodule("mnist", data_dir=tmp_path, download=False)
+    with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte.*dataset-fashion-mnist"):
+        dm.setup()
+
+
+def test_corrupt_idx_file_is_reported(tmp_path):
+    write_mnist(tmp_path, compress=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte is truncated"):
+        read_idx(path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"junk")
+    with pytest.raises(DataFileError, match="bad magic number"):
+        read_idx(tmp_path / "t10k-labels-idx1-ubyte")
+
+
+def test_cifar10_pickles(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in [*[(f"data_batch_{i}", 12) for i in range(1, 6)], ("test_batch", 10)]:
+        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": [1] * n}
+        (root / name).write_bytes(pickle.dumps(entry))
+    dm = make_datamodule("cifar10", data_dir=tmp_path, batch_size=4, val_size=10, download=False)
+    check_splits(dm, (3, 32, 32), 50, 10, 10)
+    (root / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(DataFileError, match="test_batch is not a CIFAR-10 batch"):
+        make_datamodule("cifar10", data_dir=tmp_path, download=False).setup()
+
+
+def test_imagenet32_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in (("train_data_batch_1.npz", 30), ("val_data.npz", 8)):
+        np.savez(
+            tmp_path / name,
+            data=rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            labels=np.arange(1, n + 1),
+        )
+    dm = make_datamodule("imagenet32", data_dir=tmp_path, batch_size=4, val_size=5)
+    check_splits(dm, (3, 32, 32), 25, 5, 8)
+
+
+def test_imagenet64_image_folder(tmp_path):
+    for split, n in (("train", 6), ("val", 2)):
+        folder = tmp_path / split / "class0"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((80, 70, 3), i * 20, dtype=np.uint8)).save(folder / f"{i}.png")
+    dm = make_datamodule("imagenet64", data_dir=tmp_path, batch_size=2, val_size=2)
+    check_splits(dm, (3, 64, 64), 4, 2, 2)
+
+
+def test_imagenet_missing_says_what_to_provide(tmp_path):
+    with pytest.raises(DataFileError, match=r"\*train\*\.npz"):
+        make_datamodule("imagenet32", data_dir=tmp_path).setup()
+
+
+def test_crops_of_a_photo_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.jpg"
+        )
+    dm = make_datamodule(
+        "crops", data_dir=tmp_path, crop_size=16, crops_per_image=10, batch_size=4, val_size=4
+    )
+    check_splits(dm, (3, 16, 16), 16, 4, 20)
+    fixed = make_datamodule("crops", data_dir=tmp_path, crop_size=16, random_crops=False)
+    (train, _), _ = fixed.load()
+    assert train.shape == (2, 3, 16, 16)
+
+
+def test_synthetic_any_shape():
+    dm = make_datamodule("synthetic", shape=(3, 8, 4), num_train=40, num_test=8, batch_size=4)
+    check_splits(dm, (3, 8, 4), 35, 5, 8)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+        make_datamodule("svhn")

@@ -1,0 +1,346 @@
+"""Training pipeline: fit on synthetic data, exact resume, records, W&B fallback, NaN stop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from bench import results as results_mod
+from bench.module import FlowModule, NonFiniteLossError
+from bench.results import RECORD_KEYS, append_records, make_record
+from datamodules import make_datamodule
+
+SMALL_GLOW = {"input_shape": (1, 8, 8), "levels": 2, "steps": 2, "width": 16}
+
+
+@pytest.fixture(autouse=True)
+def float32_for_training():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def synthetic(batch_size=32, seed=0):
+    return make_datamodule(
+        "synthetic", shape=(1, 8, 8), num_train=288, num_test=64, batch_size=batch_size, seed=seed
+    )
+
+
+def trainer(tmp_path, **kwargs) -> pl.Trainer:
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+class LossRecorder(pl.Callback):
+    def __init__(self):
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses[trainer.global_step] = float(outputs["loss"])
+
+
+def test_fit_decreases_bpd_on_synthetic_data(tmp_path):
+    pl.seed_everything(0)
+    module = FlowModule("glow_mnist", SMALL_GLOW, lr=3e-3, num_samples=4)
+    recorder = LossRecorder()
+    trainer(tmp_path, max_steps=60, callbacks=[recorder]).fit(module, datamodule=synthetic())
+    losses = list(recorder.losses.values())
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
+    assert list((tmp_path / "samples").glob("*.png")), "a sample grid is saved each validation"
+
+
+def test_resume_gives_the_same_next_step_loss(tmp_path):
+    def run(directory, epochs, ckpt=None):
+        pl.seed_everything(0)
+        module = FlowModule("glow_mnist", SMALL_GLOW, lr=1e-3, num_samples=0)
+        recorder = LossRecorder()
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=directory, save_last=True)
+        t = trainer(directory, max_epochs=epochs, callbacks=[recorder, checkpoint])
+        t.fit(module, datamodule=synthetic(), ckpt_path=ckpt)
+        return recorder.losses
+
+    straight = run(tmp_path / "a", 2)
+    first = run(tmp_path / "b", 1)  # the "killed" run: stops after one epoch
+    resumed = run(tmp_path / "b", 2, ckpt=str(tmp_path / "b" / "last.ckpt"))
+    next_step = min(resumed)
+    assert next_step == max(first) + 1
+    assert resumed[next_step] == pytest.approx(straight[next_step], abs=1e-6)
+    assert resumed[max(resumed)] == pytest.approx(straight[max(straight)], abs=1e-5)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    module = FlowModule("glow_mnist", SMALL_GLOW, num_samples=0)
+    monkeypatch.setattr(module.flow, "log_prob", lambda x: torch.full((len(x),), float("nan")))
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss.*last good checkpoint"):
+        trainer(tmp_path, max_steps=5).fit(module, datamodule=synthetic())
+
+
+def test_auxiliary_loss_hook_is_added_to_the_loss():
+    pl.seed_everything(0)
+    module = FlowModule("snf_mnist_linear9", {"input_shape": (1, 8, 8), "layers": 3, "blocks": 3})
+    module.train()
+    x = synthetic().dataset("train").images[:4].float()
+    loss = module.training_step((x, None), 0)
+    bpd = module.flow.bpd(x).mean()
+    aux = module.flow.auxiliary_loss().mean() / (64 * torch.log(torch.tensor(2.0)))
+    assert aux > 0
+    torch.testing.assert_close(loss, bpd + aux, rtol=1e-4, atol=1e-2)
+
+
+def test_ema_weights_are_used_for_evaluation(tmp_path):
+    pl.seed_everything(0)
+    module = FlowModule("glow_mnist", SMALL_GLOW, lr=3e-3, ema_decay=0.9, num_samples=0)
+    trainer(tmp_path, max_steps=5).fit(module, datamodule=synthetic())
+    assert module.eval_flow() is module.ema.module
+    flow_params = dict(module.flow.named_parameters())
+    diffs = [(p - flow_params[n]).abs().max() for n, p in module.ema.module.named_parameters()]
+    assert max(diffs) > 0
+
+
+def write_config(tmp_path: Path, **overrides) -> Path:
+    config = {
+        "table": "pipeline_test",
+        "row": "Glow (tiny)",
+        "model": "glow_mnist",
+        "model_kwargs": SMALL_GLOW,
+        "dataset": "synthetic",
+        "data": {
+            "shape": [1, 8, 8],
+            "num_train": 160,
+            "num_test": 32,
+            "batch_size": 16,
+            "val_size": 32,
+        },
+        "trainer": {
+            "max_steps": 12,
+            "max_epochs": -1,
+            "limit_val_batches": 1,
+            "enable_progress_bar": False,
+        },
+        "evaluate": {"st_runs": 2, "ft_runs": 2, "per_sample_calls": 10},
+    }
+    config.update(overrides)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def cli(*argv) -> int:
+    from bench.__main__ import main
+
+    return main(list(argv))
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def check_record(record: dict) -> None:
+    assert set(RECORD_KEYS) <= set(record)
+    assert record["metrics"] and all(isinstance(v, float) for v in record["metrics"].values())
+    assert record["device"] and record["git_commit"] and record["command"].startswith("python")
+
+
+def test_cli_fit_then_test_then_time_append_records(tmp_path):
+    config = write_config(tmp_path)
+    common = [
+        "--config",
+        str(config),
+        "--results_dir",
+        str(tmp_path / "results"),
+        "--work_dir",
+        str(tmp_path / "outputs"),
+    ]
+    assert cli("fit", *common) == 0
+    assert cli("test", *common) == 0
+    assert cli("time", *common) == 0
+    records = read_records(tmp_path / "results" / "runs" / "pipeline_test.jsonl")
+    assert [sorted(r["metrics"]) for r in records] == [
+        sorted(
+            ["bpd", "nll", "params_m", "st_ms", "st_std", "ft_ms", "ft_std", "st_per_sample_ms"]
+        ),
+        sorted(["bpd", "nll", "params_m"]),
+        sorted(["st_ms", "st_std", "ft_ms", "ft_std", "params_m", "st_per_sample_ms"]),
+    ]
+    for record in records:
+        check_record(record)
+    assert records[0]["steps"] == 12 and records[0]["profile"] == "paper"
+    assert (
+        tmp_path / "outputs" / "pipeline_test" / "tiny" / "paper" / "checkpoints" / "last.ckpt"
+    ).is_file()
+
+
+def test_cli_resume_continues_from_last_checkpoint(tmp_path):
+    config = write_config(tmp_path)
+    common = [
+        "--config",
+        str(config),
+        "--results_dir",
+        str(tmp_path / "r"),
+        "--work_dir",
+        str(tmp_path / "o"),
+    ]
+    cli("fit", *common)
+    cli("fit", *common, "--resume", "--set", "trainer.max_steps=20")
+    records = read_records(tmp_path / "r" / "runs" / "pipeline_test.jsonl")
+    assert [r["steps"] for r in records] == [12, 20]
+
+
+def test_config_errors_are_clear(tmp_path):
+    from bench.config import load_config, parse_override
+
+    with pytest.raises(FileNotFoundError, match="nope.yaml not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match="key.sub=value"):
+        parse_override("lr")
+    assert parse_override("module.lr=3e-4") == {"module": {"lr": 3e-4}}
+
+
+def test_results_append_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "runs" / "t.jsonl"
+    record = make_record("t", "row", "mnist", {"bpd": 1.0}, device="cpu")
+    append_records(path, [record])
+    before = path.read_text()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("writer killed mid-write")
+
+    monkeypatch.setattr(results_mod.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        append_records(path, [record] * 1000)
+    assert path.read_text() == before  # old content intact, every line valid JSON
+    assert [json.loads(line) for line in before.splitlines()]
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_wandb_failure_falls_back_to_csv(tmp_path, monkeypatch):
+    import pytorch_lightning.loggers as loggers
+
+    from bench.run import make_logger
+
+    config = {"table": "t", "config_path": "x.yaml", "profile": "demo", "wandb": {}}
+    assert isinstance(make_logger(config, tmp_path), loggers.CSVLogger)  # disabled in tests
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("W&B unreachable")
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setattr(loggers, "WandbLogger", unreachable)
+    assert isinstance(make_logger(config, tmp_path), loggers.CSVLogger)
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist absent")
+def test_fashion_mnist_integration_small_glow(tmp_path):
+    """python -m bench fit of a small Glow on the real Fashion-MNIST files, a few hundred steps."""
+    from bench.config import load_config
+    from bench.run import build
+
+    config_path = Path("bench/configs/inverse_flow_t2/glow_mnist_small.yaml")
+    overrides = [
+        "dataset=fashion_mnist",
+        "trainer.max_steps=400",
+        "evaluate.timing=false",
+        "trainer.enable_progress_bar=false",
+        "data.subset=6000",
+    ]
+    config = load_config(config_path, "demo", overrides)
+    pl.seed_everything(0)
+    datamodule, module = build(config, str(FASHION))
+    x, _ = next(iter(datamodule.test_dataloader()))
+    with torch.no_grad():
+        step0 = module.flow.eval().bpd(x).mean().item()
+    assert (
+        cli(
+            "fit",
+            "--config",
+            str(config_path),
+            "--profile",
+            "demo",
+            "--data_dir",
+            str(FASHION),
+            "--results_dir",
+            str(tmp_path / "r"),
+            "--work_dir",
+            str(tmp_path / "o"),
+            "--set",
+            *overrides,
+        )
+        == 0
+    )
+    (record,) = read_records(tmp_path / "r" / "runs" / "inverse_flow_t2.jsonl")
+    assert record["dataset"] == "fashion_mnist" and record["steps"] == 400
+    assert record["metrics"]["bpd"] < 5.0
+    assert step0 - record["metrics"]["bpd"] >= 2.0, (step0, record["metrics"]["bpd"])
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_match_one(tmp_path):
+    """Two gloo processes reach the same validation BPD as one process (within tolerance)."""
+    import subprocess
+    import sys
+
+    config = write_config(
+        tmp_path, trainer={"max_steps": 20, "max_epochs": -1, "enable_progress_bar": False}
+    )
+    bpds = []
+    for devices, batch in (("1", 16), ("2", 8)):  # same global batch
+        out = tmp_path / f"r{devices}"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "fit",
+                "--config",
+                str(config),
+                "--accelerator",
+                "cpu",
+                "--devices",
+                devices,
+                "--strategy",
+                "ddp" if devices == "2" else "auto",
+                "--results_dir",
+                str(out),
+                "--work_dir",
+                str(tmp_path / f"o{devices}"),
+                "--set",
+                f"data.batch_size={batch}",
+                "evaluate.timing=false",
+            ],
+            check=True,
+            env={**os.environ, "WANDB_MODE": "disabled"},
+            timeout=600,
+        )
+        (record,) = read_records(out / "runs" / "pipeline_test.jsonl")
+        bpds.append(record["metrics"]["bpd"])
+    assert abs(bpds[0] - bpds[1]) < 0.1, bpds
+
+
+def test_parser_accepts_every_command():
+    from bench.__main__ import build_parser
+
+    parser = build_parser()
+    for command in ("fit", "test", "time"):
+        args = parser.parse_args([command, "--config", "x.yaml"])
+        assert isinstance(args, argparse.Namespace) and args.profile == "paper"
