@@ -4,14 +4,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
 DATASET ?= mnist
-DATA_DIR ?= data
+DATA_DIR ?=
 FORCE ?= 0
 ROWS ?=
 
-.PHONY: help setup test test-slow lint bench-layers clean
+.PHONY: help setup test test-slow lint bench-layers clean demo tables table-mnist table-cifar10 \
+	table-imagenet table-classification
+
+DATASET_FLAG = $(if $(filter-out mnist,$(DATASET)),--dataset $(DATASET),)
+DATA_FLAG = $(if $(DATA_DIR),--data_dir $(DATA_DIR),)
+FORCE_FLAG = $(if $(filter 1,$(FORCE)),--force,)
+ROWS_FLAG = $(if $(ROWS),--rows $(ROWS),)
+RUN_TABLES = $(PY) -m bench run-tables --profile $(PROFILE) $(DATASET_FLAG) $(DATA_FLAG) \
+	$(FORCE_FLAG) $(ROWS_FLAG)
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +41,25 @@ lint: setup ## ruff check and format check
 
 bench-layers: setup ## layer timing benchmarks (inverse-conv solvers), ratios to conv2d
 	$(PY) -m bench layers --family inverse_conv
+
+demo: setup ## MNIST tables end to end on the demo profile (CPU, ~20 min); DATASET=fashion_mnist offline
+	$(PY) -m bench run-tables --tables mnist --profile demo --budget-minutes 18 $(DATASET_FLAG) \
+		$(DATA_FLAG) $(FORCE_FLAG) $(ROWS_FLAG)
+
+tables: setup ## regenerate results/tables (md, csv, tex, png) from the records alone
+	$(PY) -m bench report --print
+
+table-mnist: setup ## Inverse-Flow Tables 2, 3, 4 (+ DFM MNIST): train, test, time, report
+	$(RUN_TABLES) --tables mnist
+
+table-cifar10: setup ## Inverse-Flow Tables 5, 6, CDFlow CIFAR-10, i-ConvNet BPD, DFM FID
+	$(RUN_TABLES) --tables cifar10
+
+table-imagenet: setup ## CDFlow ImageNet32 and DFM compression on photo crops
+	$(RUN_TABLES) --tables imagenet
+
+table-classification: setup ## i-ConvNet Table 1 and the inverse-conv MNIST classifier
+	$(RUN_TABLES) --tables classification
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

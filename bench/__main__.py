@@ -46,6 +46,26 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from bench.report import report
+
+    result = report(args.results_dir, plots=not args.no_plots)
+    wanted = args.print_tables
+    for name, table in result["tables"].items():
+        if wanted is not None and (not wanted or name in wanted):
+            print(table.markdown)
+    for problem in result["problems"]:
+        print(problem, file=sys.stderr)
+    print(f"{len(result['tables'])} tables written to {Path(args.results_dir) / 'tables'}")
+    return 0
+
+
+def _run_tables(args: argparse.Namespace) -> int:
+    from bench.tables import run_tables
+
+    return run_tables(args)
+
+
 def _print_record(record: dict) -> None:
     if not record:
         return
@@ -113,6 +133,48 @@ def build_parser() -> argparse.ArgumentParser:
     timing = sub.add_parser("time", help="sampling (ST) and forward (FT) time of a row")
     _add_row_options(timing)
     timing.set_defaults(func=_row_command("time"))
+    report = sub.add_parser("report", help="regenerate results/tables from the records alone")
+    report.add_argument("--results_dir", "--results-dir", default="results")
+    report.add_argument("--no-plots", action="store_true")
+    report.add_argument(
+        "--print",
+        dest="print_tables",
+        nargs="*",
+        default=None,
+        help="print these tables (all when given without names)",
+    )
+    report.set_defaults(func=_report)
+    tables = sub.add_parser(
+        "run-tables", help="fit, test and time every row of tables, then report"
+    )
+    tables.add_argument(
+        "--tables",
+        nargs="+",
+        required=True,
+        help="table names or groups: mnist, cifar10, imagenet, classification",
+    )
+    tables.add_argument("--profile", default="paper", choices=["paper", "demo"])
+    tables.add_argument("--rows", nargs="*", default=None, help="only these rows (config names)")
+    tables.add_argument("--force", action="store_true", help="rerun rows already measured")
+    tables.add_argument("--dataset", default=None, help="e.g. fashion_mnist for the MNIST rows")
+    tables.add_argument("--data_dir", "--data-dir", default=None)
+    tables.add_argument("--results_dir", "--results-dir", default="results")
+    tables.add_argument("--work_dir", "--work-dir", default="outputs")
+    tables.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="time budget shared by the rows (training stops at half a share)",
+    )
+    tables.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    tables.set_defaults(
+        func=_run_tables,
+        resume=False,
+        accelerator=None,
+        devices=None,
+        num_nodes=None,
+        strategy=None,
+    )
     layers = sub.add_parser("layers", help="layer timing benchmarks (ratios to conv2d)")
     layers.add_argument("--family", default="inverse_conv", choices=["inverse_conv"])
     layers.add_argument("--device", default="cuda" if _cuda() else "cpu")

@@ -1,8 +1,9 @@
 """Configuration as data: ``bench/configs/defaults.yaml`` <- a row's YAML <- its profile
 section <- command-line overrides (``--set module.lr=3e-4``).
 
-A row YAML holds only what differs from the defaults. ``profiles.demo`` shrinks training for CPU
-(the architecture stays, except where the row says otherwise in ``profiles.demo.note``).
+A row YAML holds only what differs from the defaults. Profiles: ``paper`` (the paper's training),
+``short`` (paper architecture and batch, a few epochs: a quick GPU check) and ``demo`` (shrinks
+training for a CPU; the architecture stays, except where ``profiles.demo.note`` says otherwise).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-PROFILES = ("paper", "demo")
+PROFILES = ("paper", "short", "demo")
+# Which record a table cell shows when several profiles measured it: the highest rank.
+PROFILE_RANK = {"paper": 3, "short": 2, "demo": 1}
 
 
 def deep_merge(base: dict, update: dict) -> dict:

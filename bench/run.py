@@ -85,6 +85,31 @@ def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
     return datamodule, module
 
 
+class CurveRecorder(pl.Callback):
+    """Keeps (step, train/bpd) and (step, val/bpd) so the record holds its training curve."""
+
+    def __init__(self, every: int = 10):
+        self.every = every
+        self.curve: dict[str, list[float]] = {
+            "train_step": [],
+            "train_bpd": [],
+            "val_step": [],
+            "val_bpd": [],
+        }
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        bpd = trainer.callback_metrics.get("train/bpd")
+        if bpd is not None and trainer.global_step % self.every == 0:
+            self.curve["train_step"].append(trainer.global_step)
+            self.curve["train_bpd"].append(round(float(bpd), 5))
+
+    def on_validation_epoch_end(self, trainer, module):
+        bpd = trainer.callback_metrics.get("val/bpd")
+        if bpd is not None and not trainer.sanity_checking:
+            self.curve["val_step"].append(trainer.global_step)
+            self.curve["val_bpd"].append(round(float(bpd), 5))
+
+
 def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -103,7 +128,7 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
     return pl.Trainer(
         default_root_dir=str(directory),
         logger=logger,
-        callbacks=[checkpoint],
+        callbacks=[checkpoint, CurveRecorder()],
         **options,
     )
 
@@ -163,6 +188,9 @@ def fit_command(config: dict, args) -> dict[str, Any]:
         wandb_url=wandb_url(logger),
     )
     record["note"] = config.get("note", "")
+    curves = [c for c in trainer.callbacks if isinstance(c, CurveRecorder)]
+    if curves:
+        record["curve"] = curves[0].curve
     append_records(records_path(Path(args.results_dir), config["table"]), [record])
     return record
 

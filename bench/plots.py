@@ -1,0 +1,159 @@
+"""Plots of the report (matplotlib, Agg): timing bars with error bars (paper vs ours), parameter
+count vs BPD, BPD training curves from the records, and layer-benchmark ratios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.report import pick_record  # noqa: E402
+
+PNG_METADATA = {"Software": None}  # byte-identical output for the same records
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata=PNG_METADATA)
+    plt.close(fig)
+
+
+def _published(pub: pd.DataFrame, row: str, metric: str) -> tuple[float, float]:
+    hit = pub[(pub["row"] == row) & (pub["metric"] == metric)]
+    if hit.empty:
+        return np.nan, 0.0
+    scale = 1000.0 if hit.iloc[0]["unit"] == "s" else 1.0
+    std = hit.iloc[0]["std"]
+    return float(hit.iloc[0]["value"]) * scale, 0.0 if pd.isna(std) else float(std) * scale
+
+
+def timing_bars(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> None:
+    metrics = [m for m in ("st_ms", "ft_ms") if m in set(pub["metric"])]
+    if not metrics:
+        return
+    rows = list(dict.fromkeys(pub["row"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        x = np.arange(len(rows))
+        paper = [_published(pub, r, metric) for r in rows]
+        ours = []
+        for r in rows:
+            rec = pick_record(records, metric, r)
+            std_key = metric.replace("_ms", "_std")
+            ours.append(
+                (rec["metrics"][metric], rec["metrics"].get(std_key, 0.0)) if rec else (np.nan, 0.0)
+            )
+        ax.bar(
+            x - 0.2,
+            [p[0] for p in paper],
+            0.4,
+            yerr=[p[1] for p in paper],
+            label="paper",
+            capsize=3,
+        )
+        ax.bar(
+            x + 0.2, [o[0] for o in ours], 0.4, yerr=[o[1] for o in ours], label="ours", capsize=3
+        )
+        ax.set_xticks(x, rows, rotation=30, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{metric.split('_')[0].upper()} (ms, log scale)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{table}: sampling (ST) and forward (FT) time", fontsize=10)
+    _save(fig, out_dir / f"{table}_timing.png")
+
+
+def params_vs_bpd(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> None:
+    if not {"bpd", "params_m"} <= set(pub["metric"]) and not any(
+        {"bpd", "params_m"} <= set(r.get("metrics", {})) for r in records
+    ):
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    rows = list(dict.fromkeys([*pub["row"], *(r["row"] for r in records)]))
+    for row in rows:
+        p, b = _published(pub, row, "params_m")[0], _published(pub, row, "bpd")[0]
+        if not (np.isnan(p) or np.isnan(b)):
+            ax.scatter(p, b, marker="o", color="tab:blue")
+            ax.annotate(row, (p, b), fontsize=7)
+        rp, rb = pick_record(records, "params_m", row), pick_record(records, "bpd", row)
+        if rp and rb:
+            ax.scatter(
+                rp["metrics"]["params_m"], rb["metrics"]["bpd"], marker="x", color="tab:orange"
+            )
+            ax.annotate(
+                f"{row} ({rb.get('profile')})",
+                (rp["metrics"]["params_m"], rb["metrics"]["bpd"]),
+                fontsize=7,
+                color="tab:orange",
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (M, log scale)")
+    ax.set_ylabel("test BPD")
+    ax.set_title(f"{table}: parameters vs BPD (o paper, x ours)", fontsize=10)
+    _save(fig, out_dir / f"{table}_params_bpd.png")
+
+
+def training_curves(table: str, records: list[dict], out_dir: Path) -> None:
+    curves = [r for r in records if r.get("curve", {}).get("train_step")]
+    if not curves:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for record in sorted(curves, key=lambda r: (r["row"], r.get("timestamp") or "")):
+        curve = record["curve"]
+        label = f"{record['row']} ({record.get('profile')})"
+        (line,) = ax.plot(curve["train_step"], curve["train_bpd"], lw=1, alpha=0.6, label=label)
+        if curve.get("val_step"):
+            ax.plot(curve["val_step"], curve["val_bpd"], "o-", color=line.get_color(), ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("BPD (line: train, dots: validation)")
+    ax.set_title(f"{table}: training curves", fontsize=10)
+    ax.legend(fontsize=7)
+    _save(fig, out_dir / f"{table}_curves.png")
+
+
+def table_plots(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> None:
+    measured = [r for r in records if r.get("status") != "skipped"]
+    timing_bars(table, pub, measured, out_dir)
+    params_vs_bpd(table, pub, measured, out_dir)
+    training_curves(table, measured, out_dir)
+
+
+def layer_plots(records: list[dict], out_dir: Path) -> None:
+    """Inverse-conv benchmark: ratio to conv2d per shape and method, one panel per pass."""
+    rows = [r for r in records if r["row"].startswith("inverse_conv/")]
+    if not rows:
+        return
+    parsed = []
+    for r in rows:
+        _, method, what, shape = r["row"].split("/")
+        parsed.append(
+            (
+                r["device"],
+                shape,
+                method,
+                what,
+                r["metrics"]["ratio_to_conv2d"],
+                r.get("timestamp") or "",
+            )
+        )
+    frame = pd.DataFrame(parsed, columns=["device", "shape", "method", "pass", "ratio", "ts"])
+    frame = frame.sort_values("ts").groupby(["device", "shape", "method", "pass"]).last()
+    frame = frame.reset_index()
+    devices = sorted(frame["device"].unique())
+    fig, axes = plt.subplots(len(devices), 2, figsize=(11, 3.6 * len(devices)), squeeze=False)
+    for i, device in enumerate(devices):
+        for j, what in enumerate(("solve", "backward")):
+            ax = axes[i][j]
+            sub = frame[(frame["device"] == device) & (frame["pass"] == what)]
+            table = sub.pivot(index="shape", columns="method", values="ratio")
+            table.plot.bar(ax=ax, logy=True, rot=0)
+            ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_ylabel("time / conv2d (log)")
+            ax.set_title(f"{what}, {device}", fontsize=9)
+            ax.legend(fontsize=7)
+    _save(fig, out_dir / "layers_inverse_conv.png")

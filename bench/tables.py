@@ -1,0 +1,114 @@
+"""`python -m bench run-tables`: what `make table-*` and `make demo` run.
+
+For every row config of the chosen tables: skip it when a record of that profile already holds a
+BPD (unless ``--force``), else fit, test and time it; a row that fails or runs past its share of
+the time budget is recorded as skipped with the reason, never silently dropped. Then the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import traceback
+from pathlib import Path
+
+from bench.config import CONFIG_DIR, load_config, read_yaml
+from bench.results import append_records, make_record, records_path
+from datamodules import DataFileError
+
+log = logging.getLogger(__name__)
+
+TABLE_GROUPS = {
+    "mnist": ("inverse_flow_t2", "inverse_flow_t3", "inverse_flow_t4", "dfm_mnist"),
+    "cifar10": ("inverse_flow_t5", "inverse_flow_t6", "cdflow_t2", "iconvnet_t2", "dfm_t5_2"),
+    "imagenet": ("cdflow_t2_imagenet32", "dfm_compression"),
+    "classification": ("iconvnet_t1", "inverse_flow_classifier"),
+}
+
+
+def row_paths(tables: list[str], rows: list[str] | None) -> list[Path]:
+    paths = []
+    for table in tables:
+        for path in sorted((CONFIG_DIR / table).glob("*.yaml")):
+            if rows and path.stem not in rows and read_yaml(path).get("row") not in rows:
+                continue
+            paths.append(path)
+    return paths
+
+
+def already_measured(config: dict, results_dir: Path) -> bool:
+    path = records_path(results_dir, config["table"])
+    if not path.is_file():
+        return False
+    from bench.report import load_records
+
+    for record in load_records(results_dir).rows:
+        if (
+            record["table"] == config["table"]
+            and record["row"] == config["row"]
+            and record.get("profile") == config["profile"]
+            and "bpd" in record["metrics"]
+        ):
+            return True
+    return False
+
+
+def record_skip(config: dict, results_dir: Path, reason: str) -> None:
+    record = make_record(
+        config["table"],
+        config["row"],
+        config["dataset"],
+        {},
+        device="-",
+        profile=config["profile"],
+        config=config,
+    )
+    record.update(status="skipped", reason=reason)
+    append_records(records_path(results_dir, config["table"]), [record])
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    tables = [t for group in args.tables for t in TABLE_GROUPS.get(group, (group,))]
+    paths = row_paths(tables, args.rows)
+    results_dir = Path(args.results_dir)
+    share = args.budget_minutes * 60 / max(len(paths), 1) if args.budget_minutes else None
+    print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
+    for i, path in enumerate(paths, start=1):
+        overrides = list(args.set)
+        if share:
+            overrides.append(f"trainer.max_time={{seconds: {int(share * 0.5)}}}")
+        config = load_config(path, args.profile, overrides)
+        if args.dataset and config["dataset"] in ("mnist", "fashion_mnist"):
+            config["dataset"] = args.dataset
+        label = f"[{i}/{len(paths)}] {config['table']} / {config['row']}"
+        if not args.force and already_measured(config, results_dir):
+            print(f"{label}: already measured ({args.profile}); FORCE=1 to rerun")
+            continue
+        print(f"{label}: fit, test, time ...", flush=True)
+        start = time.monotonic()
+        try:
+            from bench.run import fit_command
+
+            record = fit_command(config, args)
+            print(
+                f"{label}: bpd {record['metrics']['bpd']:.3f} in {time.monotonic() - start:.0f} s"
+            )
+        except DataFileError as err:
+            print(f"\n{err}\n")
+            return 2
+        except Exception as err:  # one broken row must not lose the others
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            log.debug(traceback.format_exc())
+            record_skip(config, results_dir, reason)
+            print(f"{label}: skipped ({reason})")
+    from bench.report import report
+
+    result = report(results_dir)
+    for table in tables:
+        if table in result["tables"]:
+            print("\n" + result["tables"][table].markdown)
+    for problem in result["problems"]:
+        print(problem)
+    print(f"tables and plots written to {results_dir / 'tables'}")
+    return 0

@@ -1,0 +1,116 @@
+"""Report: published CSVs against the schema, synthetic records to the expected markdown,
+`not run` cells, malformed records reported with file and line, deterministic output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.report import PUBLISHED_COLUMNS, load_published, load_records, report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_published_csvs_follow_the_schema():
+    for path in sorted((ROOT / "results" / "published").glob("*.csv")):
+        frame = pd.read_csv(path, keep_default_na=False)
+        assert list(frame.columns) == PUBLISHED_COLUMNS, path
+        assert pd.to_numeric(frame["value"]).notna().all(), path
+        stds = frame["std"].replace("", None).dropna()
+        assert pd.to_numeric(stds).ge(0).all(), path
+        assert frame[["paper", "table", "row", "dataset", "metric"]].ne("").all().all(), path
+        assert not frame.duplicated(["table", "row", "dataset", "metric"]).any(), path
+
+
+def test_no_published_value_is_copied_into_the_run_records():
+    published = load_published(ROOT / "results")
+    loaded = load_records(ROOT / "results")
+    assert not loaded.problems, loaded.problems
+    for record in loaded.rows:
+        hits = published[
+            (published["table"] == record["table"]) & (published["row"] == record["row"])
+        ]
+        for metric, value in record["metrics"].items():
+            if metric == "params_m":  # counted from our models, chosen to match the papers
+                continue
+            same = hits[(hits["metric"] == metric) & (hits["value"] == value)]
+            assert same.empty, (record["_source"], metric, value)
+
+
+@pytest.fixture
+def results(tmp_path):
+    pub = tmp_path / "published"
+    pub.mkdir()
+    (pub / "toy.csv").write_text(
+        "paper,table,row,dataset,metric,value,std,unit,note\n"
+        "toy,toy_t1,Fast,mnist,st_ms,10.0,1.0,ms,\n"
+        "toy,toy_t1,Fast,mnist,bpd,1.5,,bits/dim,\n"
+        "toy,toy_t1,Slow,mnist,st_ms,2.0,0.5,s,\n"
+        "toy,toy_t1,Slow,mnist,bpd,1.2,,bits/dim,\n"
+    )
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    record = {
+        "table": "toy_t1",
+        "row": "Fast",
+        "dataset": "mnist",
+        "profile": "demo",
+        "device": "cpu",
+        "git_commit": "abc",
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "command": "python -m bench fit --config x.yaml",
+        "epochs": 1,
+        "steps": 10,
+        "metrics": {"bpd": 1.7, "st_ms": 20.0, "st_std": 2.0},
+    }
+    lines = [json.dumps(record), "{not json", json.dumps({"table": "toy_t1"})]
+    (runs / "toy_t1.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def test_synthetic_records_render_to_expected_markdown(results):
+    out = report(results, plots=False)
+    markdown = out["tables"]["toy_t1"].markdown
+    expected_rows = [
+        "| Method | BPD paper | BPD ours | ST (ms) paper | ST (ms) ours | ST / Fast paper | "
+        "ST / Fast ours |",
+        "| Fast | 1.500 | 1.700 [1] | 10.0 ± 1.0 | 20.0 ± 2.0 [1] | 1.000 | 1.000 |",
+        "| Slow | 1.200 | not built | 2.000 ± 0.500 s* | not built | 200.0 |  |",
+    ]
+    for line in expected_rows:
+        assert line in markdown, markdown
+    assert (
+        "[1] demo profile, mnist, 10 steps, cpu, 2026-01-01, commit abc, toy_t1.jsonl:1: "
+        "`python -m bench fit --config x.yaml`" in markdown
+    )
+    assert (results / "tables" / "toy_t1.md").read_text() == markdown
+    assert (results / "tables" / "toy_t1.tex").read_text().startswith(r"\begin{table}")
+
+
+def test_malformed_records_are_reported_with_file_and_line(results):
+    out = report(results, plots=False)
+    assert len(out["problems"]) == 2
+    assert "toy_t1.jsonl:2: skipped malformed record" in out["problems"][0]
+    assert "toy_t1.jsonl:3: skipped malformed record" in out["problems"][1]
+    assert "toy_t1.jsonl:2" in (results / "tables" / "PROBLEMS.txt").read_text()
+
+
+def test_rows_with_a_config_but_no_record_read_not_run(tmp_path):
+    shutil.copytree(ROOT / "results" / "published", tmp_path / "published")
+    out = report(tmp_path, plots=False)
+    markdown = out["tables"]["inverse_flow_t2"].markdown
+    assert "| Inverse-Flow | 0.620 | not run |" in markdown
+    assert "Woodbury" in out["tables"]["inverse_flow_t5"].markdown
+
+
+def test_report_is_deterministic_including_plots(results):
+    report(results)
+    first = {p.name: p.read_bytes() for p in (results / "tables").iterdir()}
+    report(results)
+    second = {p.name: p.read_bytes() for p in (results / "tables").iterdir()}
+    assert first == second
+    assert "toy_t1_timing.png" in first
