@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.config import PROFILES
+
 
 def _layers(args: argparse.Namespace) -> int:
     from bench.layers import benchmark_inverse_conv
@@ -95,7 +97,7 @@ def _row_command(name: str):
 
 def _add_row_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="bench/configs/<table>/<row>.yaml")
-    parser.add_argument("--profile", default="paper", choices=["paper", "demo"])
+    parser.add_argument("--profile", default="paper", choices=PROFILES)
     parser.add_argument("--data_dir", "--data-dir", default=None)
     parser.add_argument("--results_dir", "--results-dir", default="results")
     parser.add_argument(
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="table names or groups: mnist, cifar10, imagenet, classification",
     )
-    tables.add_argument("--profile", default="paper", choices=["paper", "demo"])
+    tables.add_argument("--profile", default="paper", choices=PROFILES)
     tables.add_argument("--rows", nargs="*", default=None, help="only these rows (config names)")
     tables.add_argument("--force", action="store_true", help="rerun rows already measured")
     tables.add_argument("--dataset", default=None, help="e.g. fashion_mnist for the MNIST rows")
