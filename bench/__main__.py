@@ -194,6 +194,10 @@ def _cuda() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench import results
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    results.current_command[:] = argv
     args = build_parser().parse_args(argv)
     if getattr(args, "devices", None) is not None and str(args.devices).isdigit():
         args.devices = int(args.devices)

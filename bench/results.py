@@ -33,10 +33,17 @@ RECORD_KEYS = (
     "wandb_url",
     "command",
 )
+# The command line of the running `python -m bench` call (set by bench.__main__.main), recorded
+# in every record so each measured cell names the command that produced it.
+current_command: list[str] = []
+
 METRIC_KEYS = ("bpd", "nll", "st_ms", "st_std", "ft_ms", "ft_std", "params_m", "fid", "accuracy")
 
 
 def git_commit() -> str:
+    """HEAD's short hash, or $CONVFLOW_COMMIT where the checkout has no git (a copied tree)."""
+    if os.environ.get("CONVFLOW_COMMIT"):
+        return os.environ["CONVFLOW_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -82,7 +89,8 @@ def make_record(
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config_hash": config_hash(config or {}),
         "wandb_url": wandb_url,
-        "command": command or " ".join(["python", "-m", "bench", *sys.argv[1:]]),
+        "command": command
+        or " ".join(["python", "-m", "bench", *(current_command or sys.argv[1:])]),
     }
 
 

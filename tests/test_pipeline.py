@@ -183,6 +183,8 @@ def test_cli_fit_then_test_then_time_append_records(tmp_path):
     for record in records:
         check_record(record)
     assert records[0]["steps"] == 12 and records[0]["profile"] == "paper"
+    assert records[0]["command"] == "python -m bench fit " + " ".join(common)
+    assert records[2]["command"].startswith("python -m bench time --config")
     assert (
         tmp_path / "outputs" / "pipeline_test" / "tiny" / "paper" / "checkpoints" / "last.ckpt"
     ).is_file()
