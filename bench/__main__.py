@@ -16,9 +16,8 @@ def _layers(args: argparse.Namespace) -> int:
     from bench.layers import benchmark_inverse_conv
     from bench.results import append_records, make_record, records_path
 
-    if args.family != "inverse_conv":
-        print(f"unknown or not yet built layer family {args.family!r}", file=sys.stderr)
-        return 2
+    if args.family == "fourier":
+        return _layers_fourier(args)
     rows = benchmark_inverse_conv(device=args.device, batch=args.batch, runs=args.runs)
     frame = pd.DataFrame(rows)
     table = frame.pivot_table(
@@ -117,6 +116,39 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="device for time (default cuda if any)")
 
 
+def _layers_fourier(args: argparse.Namespace) -> int:
+    from bench.layers import benchmark_fourier, crossovers
+    from bench.plots import fourier_scaling
+    from bench.results import append_records, make_record, records_path
+
+    rows = benchmark_fourier(device=args.device, runs=args.runs)
+    frame = pd.DataFrame(rows)
+    table = frame.pivot_table(index=["family", "size"], columns=["layer", "pass"], values="ms")
+    print(f"device: {rows[0]['device']}; time in ms")
+    print(table.round(4).to_string())
+    print()
+    for line in crossovers(rows):
+        print(line)
+    records = [
+        make_record(
+            "layers",
+            f"fourier/{r['family']}/{r['layer']}/{r['pass']}/{r['size']}",
+            "synthetic",
+            {"ms": r["ms"], "std_ms": r["std_ms"]},
+            device=r["device"],
+            profile="benchmark",
+            config={k: r[k] for k in ("family", "layer", "pass", "size")},
+        )
+        for r in rows
+    ]
+    path = records_path(Path(args.results_dir), "layers")
+    append_records(path, records)
+    plot = Path(args.results_dir) / "tables" / "scaling_fourier.png"
+    fourier_scaling(rows, plot)
+    print(f"\nwrote {len(records)} records to {path} and {plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--log-level", default="WARNING")
@@ -178,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         strategy=None,
     )
     layers = sub.add_parser("layers", help="layer timing benchmarks (ratios to conv2d)")
-    layers.add_argument("--family", default="inverse_conv", choices=["inverse_conv"])
+    layers.add_argument("--family", default="inverse_conv", choices=["inverse_conv", "fourier"])
     layers.add_argument("--device", default="cuda" if _cuda() else "cpu")
     layers.add_argument("--batch", type=int, default=100)
     layers.add_argument("--runs", type=int, default=10)

@@ -87,3 +87,134 @@ def benchmark_inverse_conv(
     for row in rows:
         row.update(device=device_name(device), batch=batch, kernel_size=kernel_size)
     return rows
+
+
+FOURIER_CHANNELS = (16, 32, 64, 128, 256, 512, 1024)
+FOURIER_SIZES = (8, 16, 32, 64, 128)
+MAX_DENSE_DIMS = 4096
+
+
+def _timed(rows, family, layer, what, size, timing: Timing, device: str) -> None:
+    rows.append(
+        {
+            "family": family,
+            "layer": layer,
+            "pass": what,
+            "size": size,
+            "ms": timing.mean_ms,
+            "std_ms": timing.std_ms,
+            "device": device_name(device),
+        }
+    )
+
+
+def _logdet_of(layer, x):
+    return layer(x)[1]
+
+
+def _output_of(layer, x):
+    return layer(x)[0]
+
+
+def benchmark_fourier(
+    device: str = "cpu",
+    batch: int = 16,
+    runs: int = 10,
+    channels=FOURIER_CHANNELS,
+    sizes=FOURIER_SIZES,
+) -> list[dict[str, Any]]:
+    """CDFlow's layer against the dense C x C route and a 1x1 conv (channel sweep, 8x8 images),
+    and the FFT/DCT convolutions against the dense (H W) x (H W) route (spatial sweep, C = 1)."""
+    from models.layers.circulant import CirculantDiagonal
+    from models.layers.fourier import CircularConv2d, SymmetricConv2d
+
+    rows: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for c in channels:
+            layer = CirculantDiagonal(c, m=2).to(device)
+            z = torch.randn(batch, c, 8, 8, device=device)
+            matrix = layer.matrix()
+            flat = z.permute(1, 0, 2, 3).reshape(c, -1)
+            for name, what, fn in (
+                ("cdflow", "logdet", layer.logdet_per_pixel),
+                ("cdflow", "inverse", partial(layer.inverse, z)),
+                ("dense", "logdet", partial(torch.linalg.slogdet, matrix)),
+                ("dense", "inverse", partial(torch.linalg.solve, matrix, flat)),
+                (
+                    "conv1x1",
+                    "forward",
+                    partial(torch.nn.functional.conv2d, z, matrix[:, :, None, None]),
+                ),
+            ):
+                _timed(rows, "channels", name, what, c, time_call(fn, device, runs), device)
+        for n in sizes:
+            x = torch.randn(batch, 1, n, n, device=device)
+            for name, layer in (
+                ("circular", CircularConv2d(1, 3)),
+                ("symmetric", SymmetricConv2d(1, 1)),
+            ):
+                layer = layer.to(device)
+                _timed(
+                    rows,
+                    "spatial",
+                    name,
+                    "logdet",
+                    n,
+                    time_call(partial(_logdet_of, layer, x), device, runs),
+                    device,
+                )
+                _timed(
+                    rows,
+                    "spatial",
+                    name,
+                    "inverse",
+                    n,
+                    time_call(partial(layer.inverse, x), device, runs),
+                    device,
+                )
+            if n * n <= MAX_DENSE_DIMS:
+                from models.core import dense_matrix
+
+                circular = CircularConv2d(1, 3).to(device)
+                matrix = dense_matrix(partial(_output_of, circular), (1, n, n), x)
+                rhs = x.reshape(batch, -1).T.contiguous()
+                _timed(
+                    rows,
+                    "spatial",
+                    "dense",
+                    "logdet",
+                    n,
+                    time_call(partial(torch.linalg.slogdet, matrix), device, runs),
+                    device,
+                )
+                _timed(
+                    rows,
+                    "spatial",
+                    "dense",
+                    "inverse",
+                    n,
+                    time_call(partial(torch.linalg.solve, matrix, rhs), device, runs),
+                    device,
+                )
+    return rows
+
+
+def crossovers(rows: list[dict[str, Any]]) -> list[str]:
+    """Where the structured route becomes faster than the dense one, per family and pass."""
+    lines = []
+    for family, fast in (("channels", "cdflow"), ("spatial", "circular")):
+        for what in ("logdet", "inverse"):
+            pairs = {}
+            for r in rows:
+                if r["family"] == family and r["pass"] == what and r["layer"] in (fast, "dense"):
+                    pairs.setdefault(r["size"], {})[r["layer"]] = r["ms"]
+            sizes = sorted(s for s, v in pairs.items() if len(v) == 2)
+            faster = [s for s in sizes if pairs[s][fast] < pairs[s]["dense"]]
+            largest = sizes[-1] if sizes else None
+            ratio = pairs[largest]["dense"] / pairs[largest][fast] if largest else float("nan")
+            first = faster[0] if faster else "never in the sweep"
+            lines.append(
+                f"{family} {what}: {fast} faster than dense from {first}; "
+                f"dense/{fast} = {ratio:.1f}x at {largest}"
+            )
+    return lines

@@ -157,3 +157,31 @@ def layer_plots(records: list[dict], out_dir: Path) -> None:
             ax.set_title(f"{what}, {device}", fontsize=9)
             ax.legend(fontsize=7)
     _save(fig, out_dir / "layers_inverse_conv.png")
+
+
+def fourier_scaling(rows: list[dict], path: Path) -> None:
+    """Log-log time against size: structured (N log N) vs dense (N^3) routes."""
+    frame = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, family, xlabel in (
+        (axes[0], "channels", "channels C (8x8 images)"),
+        (axes[1], "spatial", "image side N (N x N, one channel)"),
+    ):
+        sub = frame[frame["family"] == family]
+        for (layer, what), group in sub.groupby(["layer", "pass"]):
+            group = group.sort_values("size")
+            ax.errorbar(
+                group["size"],
+                group["ms"],
+                yerr=group["std_ms"],
+                marker="o",
+                label=f"{layer} {what}",
+                capsize=2,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("time (ms, log)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Fourier-domain layers vs dense routes ({frame['device'].iloc[0]})", fontsize=10)
+    _save(fig, path)

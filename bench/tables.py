@@ -21,7 +21,13 @@ log = logging.getLogger(__name__)
 
 TABLE_GROUPS = {
     "mnist": ("inverse_flow_t2", "inverse_flow_t3", "inverse_flow_t4", "dfm_mnist"),
-    "cifar10": ("inverse_flow_t5", "inverse_flow_t6", "cdflow_t2", "iconvnet_t2", "dfm_t5_2"),
+    "cifar10": (
+        "inverse_flow_t5",
+        "inverse_flow_t6",
+        "cdflow_t2_cifar10",
+        "iconvnet_t2",
+        "dfm_t5_2",
+    ),
     "imagenet": ("cdflow_t2_imagenet32", "dfm_compression"),
     "classification": ("iconvnet_t1", "inverse_flow_classifier"),
 }

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from models.core import ElementwiseShift, Flow, GaussianSplit, Logit, Scale, Shift, Squeeze
+from models.flows.conf import conf
 from models.flows.glow import glow, realnvp
+from models.flows.iconvnet import iconvnet
 from models.flows.inverse_flow import (
     LINEAR_LAYERS,
     cinc_flow,
@@ -25,7 +27,20 @@ from models.flows.inverse_flow import (
     linear_flow,
     snf_glow,
 )
+from models.flows.structured import butterflyflow, cdflow, woodbury_glow
+from models.layers.butterfly import ButterflyLayer
+from models.layers.circulant import CirculantDiagonal
 from models.layers.emerging import ConvExponential, emerging_conv
+from models.layers.fourier import (
+    CheckerboardDownsample,
+    CircularConv2d,
+    CONFCoupling,
+    HaarDownsample,
+    PeriodicConv2d,
+    SLogGate,
+    SneakyReLU,
+    SymmetricConv2d,
+)
 from models.layers.glow import (
     ActNorm,
     AdditiveCoupling,
@@ -39,6 +54,7 @@ from models.layers.glow import (
 from models.layers.inverse_conv import CausalConv2d, FInCConv2d, InverseConv2d
 from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.layers.spline import SplineActivation
+from models.layers.woodbury import Woodbury
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
@@ -69,9 +85,42 @@ _MULTISCALE_ROWS = {
     "emerging_mnist_k4": (emerging_glow, MNIST_SHAPE, 4, {"width": 105}),
     "emerging_mnist_k16": (emerging_glow, MNIST_SHAPE, 16, {"width": 557}),
     "cinc_cifar10_k16": (cinc_flow, CIFAR_SHAPE, 16, {"width": 183}),
+    # Glow's width 512 reproduces the Woodbury and Butterfly rows of Tables 5 and 6 within 1%.
+    "woodbury_cifar10_k4": (woodbury_glow, CIFAR_SHAPE, 4, {"width": 512}),
+    "woodbury_cifar10_k16": (woodbury_glow, CIFAR_SHAPE, 16, {"width": 512}),
+    "butterflyflow_cifar10_k4": (butterflyflow, CIFAR_SHAPE, 4, {"width": 512}),
+    "butterflyflow_cifar10_k16": (butterflyflow, CIFAR_SHAPE, 16, {"width": 512}),
 }
 for _name, (_builder, _shape, _steps, _kwargs) in _MULTISCALE_ROWS.items():
     MODELS[_name] = partial(_builder, input_shape=_shape, levels=2, steps=_steps, **_kwargs)
+
+# CDFlow Table 2 (L=3, K=32, width 512; Galaxy 2 x 8 on 3x64x64, an assumption: the abstract does
+# not give the image size), and the Glow-size baselines of that table.
+IMAGENET32_SHAPE, GALAXY_SHAPE = (3, 32, 32), (3, 64, 64)
+MODELS.update(
+    {
+        "cdflow_cifar10": partial(cdflow, input_shape=CIFAR_SHAPE, levels=3, steps=32, width=512),
+        "cdflow_imagenet32": partial(
+            cdflow, input_shape=IMAGENET32_SHAPE, levels=3, steps=32, width=512
+        ),
+        "cdflow_galaxy": partial(cdflow, input_shape=GALAXY_SHAPE, levels=2, steps=8, width=512),
+        "glow_imagenet32": partial(glow, input_shape=IMAGENET32_SHAPE, levels=3, steps=32),
+        "woodbury_cifar10": partial(woodbury_glow, input_shape=CIFAR_SHAPE),
+        "butterflyflow_cifar10": partial(butterflyflow, input_shape=CIFAR_SHAPE),
+        # i-ConvNet: the fully convolutional flow (13 periodic convs, 1.4M on CIFAR-10).
+        "iconvnet_cifar10": partial(iconvnet, input_shape=CIFAR_SHAPE, blocks=4),
+        "iconvnet_mnist": partial(iconvnet, input_shape=MNIST_SHAPE, blocks=3),
+        # CONF: our configuration (the paper gives none for images), see models/flows/conf.py.
+        "conf_cifar10": partial(conf, input_shape=CIFAR_SHAPE, levels=3, steps=8, width=256),
+        "conf_cifar10_symmetric": partial(
+            conf, input_shape=CIFAR_SHAPE, levels=3, steps=8, width=256, conv="symmetric"
+        ),
+        "conf_mnist": partial(conf, input_shape=MNIST_SHAPE, levels=2, steps=8, width=128),
+        "conf_mnist_symmetric": partial(
+            conf, input_shape=MNIST_SHAPE, levels=2, steps=8, width=128, conv="symmetric"
+        ),
+    }
+)
 
 # Inverse-Flow Table 4: SNF's 9-layer linear MNIST flows.
 for _kind in LINEAR_LAYERS:
@@ -154,4 +203,25 @@ def layer_examples() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]
         "conv_exponential": (_example(lambda: ConvExponential(2)), (2, 5, 5)),
         "exact_conv": (_example(lambda: ExactConv2d(2)), (2, 4, 4)),
         "selfnorm_conv": (_example(lambda: SelfNormConv2d(2)), (2, 4, 4)),
+        "circular_conv": (_example(lambda: CircularConv2d(2, 3)), (2, 5, 4)),
+        "circular_conv_separable": (_example(lambda: CircularConv2d(2, 3, True)), (2, 4, 5)),
+        "symmetric_conv": (_example(lambda: SymmetricConv2d(2, 1)), (2, 5, 3)),
+        "slog_gate": (_example(lambda: SLogGate(3)), (3, 3, 3)),
+        "conf_coupling_circular": (
+            _example(lambda: CONFCoupling(4, 8, 3, "circular", 2)),
+            (4, 4, 5),
+        ),
+        "conf_coupling_symmetric": (
+            _example(lambda: CONFCoupling(3, 8, 3, "symmetric")),
+            (3, 5, 4),
+        ),
+        "periodic_conv": (_example(lambda: PeriodicConv2d(3, 3)), (3, 4, 5)),
+        "sneaky_relu": (lambda: SneakyReLU(0.1), (2, 3, 3)),
+        "checkerboard_downsample": (CheckerboardDownsample, (2, 4, 6)),
+        "haar_downsample": (HaarDownsample, (2, 4, 4)),
+        "circulant_diagonal": (_example(lambda: CirculantDiagonal(5, m=3)), (5, 3, 3)),
+        "circulant_diagonal_even": (_example(lambda: CirculantDiagonal(6, m=2)), (6, 2, 3)),
+        "woodbury": (_example(lambda: Woodbury((4, 3, 3), rank=2)), (4, 3, 3)),
+        "butterfly_level0": (_example(lambda: ButterflyLayer((2, 4, 4), 0)), (2, 4, 4)),
+        "butterfly_level2": (_example(lambda: ButterflyLayer((2, 4, 4), 2)), (2, 4, 4)),
     }

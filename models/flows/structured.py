@@ -1,0 +1,69 @@
+"""Glow-style flows whose channel mixing is a structured invertible layer: CDFlow (circulant-
+diagonal), Woodbury Glow and ButterflyFlow (the CDFlow and Inverse-Flow tables' baselines)."""
+
+from __future__ import annotations
+
+from models.core import Bijection, Flow
+from models.flows.glow import Shape, multiscale_flow
+from models.layers.butterfly import ButterflyLayer
+from models.layers.circulant import CirculantDiagonal
+from models.layers.glow import ActNorm, AffineCoupling, InvConv1x1LU
+from models.layers.woodbury import Woodbury
+
+
+def cdflow(
+    input_shape: Shape = (3, 32, 32),
+    levels: int = 3,
+    steps: int = 32,
+    width: int = 512,
+    m: int = 2,
+) -> Flow:
+    """CDFlow: each step is actnorm -> circulant-diagonal layer (m diagonals, m - 1 circulants)
+    -> affine coupling (Glow's net)."""
+
+    def step(shape: Shape, level: int) -> list[Bijection]:
+        c = shape[0]
+        return [ActNorm(c), CirculantDiagonal(c, m), AffineCoupling(c, width)]
+
+    return multiscale_flow(input_shape, levels, steps, step)
+
+
+def woodbury_glow(
+    input_shape: Shape = (3, 32, 32),
+    levels: int = 3,
+    steps: int = 32,
+    width: int = 512,
+    rank: int = 16,
+) -> Flow:
+    """Woodbury Glow (Lu & Huang 2020): actnorm -> channel + spatial Woodbury (rank d = 16)
+    -> affine coupling."""
+
+    def step(shape: Shape, level: int) -> list[Bijection]:
+        return [ActNorm(shape[0]), Woodbury(shape, rank), AffineCoupling(shape[0], width)]
+
+    return multiscale_flow(input_shape, levels, steps, step)
+
+
+def butterflyflow(
+    input_shape: Shape = (3, 32, 32),
+    levels: int = 3,
+    steps: int = 32,
+    width: int = 512,
+) -> Flow:
+    """ButterflyFlow (Meng et al. 2022): actnorm -> 1x1 -> one butterfly level -> affine
+    coupling; step k of a level uses butterfly level k (modulo the levels its size admits)."""
+
+    def make_steps(shape: Shape, level: int) -> list[Bijection]:
+        c = shape[0]
+        return [
+            layer
+            for k in range(steps)
+            for layer in (
+                ActNorm(c),
+                InvConv1x1LU(c),
+                ButterflyLayer.for_shape(shape, k),
+                AffineCoupling(c, width),
+            )
+        ]
+
+    return multiscale_flow(input_shape, levels, 1, make_steps)
