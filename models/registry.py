@@ -25,9 +25,12 @@ from models.flows.inverse_flow import (
     finc_flow,
     inverse_flow,
     linear_flow,
+    macow,
+    mintnet,
     snf_glow,
 )
 from models.flows.structured import butterflyflow, cdflow, woodbury_glow
+from models.layers.autoregressive import MaskedRowConvFlow, MintNetLayer
 from models.layers.butterfly import ButterflyLayer
 from models.layers.circulant import CirculantDiagonal
 from models.layers.emerging import ConvExponential, emerging_conv
@@ -119,6 +122,18 @@ MODELS.update(
         "conf_mnist_symmetric": partial(
             conf, input_shape=MNIST_SHAPE, levels=2, steps=8, width=128, conv="symmetric"
         ),
+    }
+)
+
+# The autoregressive rows of Inverse-Flow Tables 3 and 6 (L = 2, K = 16), sized to the papers'
+# counts: MaCow hidden width 89 (CIFAR-10, 2.68M) and 122 (an MNIST variant of the same size),
+# MintNet hidden multiplier 146 (MNIST, 125.9M) and 14 (CIFAR-10, 12.466M; 15 would give +7.7%).
+MODELS.update(
+    {
+        "macow_cifar10_k16": partial(macow, input_shape=CIFAR_SHAPE, hidden=89),
+        "macow_mnist_k16": partial(macow, input_shape=MNIST_SHAPE, hidden=122),
+        "mintnet_mnist_k16": partial(mintnet, input_shape=MNIST_SHAPE, multiplier=146),
+        "mintnet_cifar10_k16": partial(mintnet, input_shape=CIFAR_SHAPE, multiplier=14),
     }
 )
 
@@ -224,4 +239,12 @@ def layer_examples() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]
         "woodbury": (_example(lambda: Woodbury((4, 3, 3), rank=2)), (4, 3, 3)),
         "butterfly_level0": (_example(lambda: ButterflyLayer((2, 4, 4), 0)), (2, 4, 4)),
         "butterfly_level2": (_example(lambda: ButterflyLayer((2, 4, 4), 2)), (2, 4, 4)),
+        **{
+            f"macow_{d}": (_example(partial(MaskedRowConvFlow, 2, d, 8), 0.3), (2, 4, 5))
+            for d in ("down", "up", "right", "left")
+        },
+        "mintnet": (
+            _example(lambda: MintNetLayer(3, 2, max_iter=500, tol=1e-13)),
+            (3, 4, 4),
+        ),
     }

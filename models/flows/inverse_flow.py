@@ -182,3 +182,42 @@ def linear_flow(
             shape = (shape[0] * 4, shape[1] // 2, shape[2] // 2)
     parts.append(FlattenLatent(shape))
     return Flow(Compose(parts), input_shape, image_preprocessing(logit_alpha=1e-6))
+
+
+def macow(
+    input_shape: Shape,
+    levels: int = 2,
+    steps: int = 16,
+    hidden: int = 64,
+    kernel: tuple[int, int] = (2, 3),
+) -> Flow:
+    """MaCow: each step is actnorm -> 1x1 conv -> MaCow unit (masked-conv affine autoregressive
+    flows down, up, right and left). Sampling inverts each flow one row or column at a time."""
+    from models.layers.autoregressive import macow_unit
+
+    def step(shape: Shape, level: int) -> list[Bijection]:
+        c = shape[0]
+        return [ActNorm(c), InvConv1x1LU(c), *macow_unit(c, hidden, tuple(kernel))]
+
+    return multiscale_flow(input_shape, levels, steps, step)
+
+
+def mintnet(
+    input_shape: Shape,
+    levels: int = 2,
+    steps: int = 16,
+    multiplier: int = 8,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+    damping: float = 1.0,
+) -> Flow:
+    """MintNet: each step is actnorm -> masked invertible layer (hidden = C x multiplier);
+    sampling by damped fixed-point iteration (``max_iter``, ``tol`` and ``damping`` recorded in
+    each layer's ``last_inverse``). Our L x K multiscale arrangement sizes the Inverse-Flow rows."""
+    from models.layers.autoregressive import MintNetLayer
+
+    def step(shape: Shape, level: int) -> list[Bijection]:
+        c = shape[0]
+        return [ActNorm(c), MintNetLayer(c, multiplier, 3, max_iter, tol, damping)]
+
+    return multiscale_flow(input_shape, levels, steps, step)
