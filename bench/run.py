@@ -246,3 +246,39 @@ def time_command(config: dict, args) -> dict[str, Any]:
     record["note"] = "timing only" + (" (untrained weights)" if not args.checkpoint else "")
     append_records(records_path(Path(args.results_dir), config["table"]), [record])
     return record
+
+
+def fid_command(config: dict, args) -> dict[str, Any]:
+    """FID of the row's model (a checkpoint, else the row's best) against the training split."""
+    from bench.fid import compute_fid
+
+    directory = run_dir(config, args.work_dir)
+    checkpoint = args.checkpoint or directory / "checkpoints" / "best.ckpt"
+    flow = load_module(checkpoint).eval_flow()
+    datamodule, _ = build(config, args.data_dir)
+    device = evaluation_device()
+    flow = flow.to(device)
+    metrics = compute_fid(
+        flow,
+        datamodule.dataset("train"),
+        num_samples=args.num_samples,
+        temperature=args.temperature,
+        seed=args.seed,
+        feature_extractor=args.feature_extractor,
+        cuda=device.startswith("cuda"),
+    )
+    record = make_record(
+        config["table"],
+        config["row"],
+        config["dataset"],
+        metrics,
+        device=device_name(device),
+        profile=config["profile"],
+        config=config,
+    )
+    record["note"] = (
+        f"FID: {args.num_samples} samples at temperature {args.temperature}, seed {args.seed}, "
+        f"against the {config['dataset']} training split; checkpoint {checkpoint}"
+    )
+    append_records(records_path(Path(args.results_dir), config["table"]), [record])
+    return record
