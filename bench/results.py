@@ -75,8 +75,9 @@ def make_record(
     config: dict[str, Any] | None = None,
     wandb_url: str | None = None,
     command: str | None = None,
+    curve: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    record = {
         "table": table,
         "row": row,
         "dataset": dataset,
@@ -92,6 +93,9 @@ def make_record(
         "command": command
         or " ".join(["python", "-m", "bench", *(current_command or sys.argv[1:])]),
     }
+    if curve:
+        record["curve"] = curve
+    return record
 
 
 def write_atomic(path: Path, text: str) -> None:

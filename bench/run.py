@@ -175,24 +175,18 @@ def fit_command(config: dict, args) -> dict[str, Any]:
     if config.get("evaluate", {}).get("timing", True):
         timing = timing_metrics(module.eval_flow(), config, device)
         metrics.update({k: v for k, v in timing.items() if k != "device"})
-    record = make_record(
-        config["table"],
-        config["row"],
-        config["dataset"],
+    curves = [c for c in trainer.callbacks if isinstance(c, CurveRecorder)]
+    return record_row(
+        config,
+        args,
         metrics,
-        device=device_name(device),
-        profile=config["profile"],
+        device_name(device),
+        config.get("note", ""),
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
-        config=config,
         wandb_url=wandb_url(logger),
+        curve=curves[0].curve if curves else None,
     )
-    record["note"] = config.get("note", "")
-    curves = [c for c in trainer.callbacks if isinstance(c, CurveRecorder)]
-    if curves:
-        record["curve"] = curves[0].curve
-    append_records(records_path(Path(args.results_dir), config["table"]), [record])
-    return record
 
 
 def load_module(checkpoint: str | Path) -> FlowModule:
@@ -202,26 +196,35 @@ def load_module(checkpoint: str | Path) -> FlowModule:
     return FlowModule.load_from_checkpoint(str(path), map_location="cpu")
 
 
-def test_command(config: dict, args) -> dict[str, Any]:
-    """Test-set BPD/NLL of a checkpoint (default: the row's best), appended as a record."""
-    directory = run_dir(config, args.work_dir)
-    checkpoint = args.checkpoint or directory / "checkpoints" / "best.ckpt"
-    module = load_module(checkpoint)
-    datamodule, _ = build(config, args.data_dir)
-    device = evaluation_device()
-    metrics = evaluate_bpd(module.eval_flow(), datamodule.test_dataloader(), device)
-    metrics["params_m"] = module.params_m()
+def record_row(config: dict, args, metrics: dict, device: str, note: str = "", **extra) -> dict:
+    """Append one record of ``config``'s row to results/runs/<table>.jsonl and return it."""
     record = make_record(
         config["table"],
         config["row"],
         config["dataset"],
         metrics,
-        device=device_name(device),
+        device=device,
         profile=config["profile"],
         config=config,
+        **extra,
     )
+    record["note"] = note
     append_records(records_path(Path(args.results_dir), config["table"]), [record])
     return record
+
+
+def best_checkpoint(config: dict, args) -> Path:
+    return Path(args.checkpoint or run_dir(config, args.work_dir) / "checkpoints" / "best.ckpt")
+
+
+def test_command(config: dict, args) -> dict[str, Any]:
+    """Test-set BPD/NLL of a checkpoint (default: the row's best), appended as a record."""
+    module = load_module(best_checkpoint(config, args))
+    datamodule, _ = build(config, args.data_dir)
+    device = evaluation_device()
+    metrics = evaluate_bpd(module.eval_flow(), datamodule.test_dataloader(), device)
+    metrics["params_m"] = module.params_m()
+    return record_row(config, args, metrics, device_name(device))
 
 
 def time_command(config: dict, args) -> dict[str, Any]:
@@ -231,33 +234,19 @@ def time_command(config: dict, args) -> dict[str, Any]:
     else:
         _, module = build(config, args.data_dir)
         flow = module.flow
-    device = args.device or evaluation_device()
-    metrics = timing_metrics(flow, config, device)
-    name = metrics.pop("device")
-    record = make_record(
-        config["table"],
-        config["row"],
-        config["dataset"],
-        metrics,
-        device=name,
-        profile=config["profile"],
-        config=config,
-    )
-    record["note"] = "timing only" + (" (untrained weights)" if not args.checkpoint else "")
-    append_records(records_path(Path(args.results_dir), config["table"]), [record])
-    return record
+    metrics = timing_metrics(flow, config, args.device or evaluation_device())
+    note = "timing only" + (" (untrained weights)" if not args.checkpoint else "")
+    return record_row(config, args, metrics, metrics.pop("device"), note)
 
 
 def fid_command(config: dict, args) -> dict[str, Any]:
     """FID of the row's model (a checkpoint, else the row's best) against the training split."""
     from bench.fid import compute_fid
 
-    directory = run_dir(config, args.work_dir)
-    checkpoint = args.checkpoint or directory / "checkpoints" / "best.ckpt"
-    flow = load_module(checkpoint).eval_flow()
-    datamodule, _ = build(config, args.data_dir)
+    checkpoint = best_checkpoint(config, args)
     device = evaluation_device()
-    flow = flow.to(device)
+    flow = load_module(checkpoint).eval_flow().to(device)
+    datamodule, _ = build(config, args.data_dir)
     metrics = compute_fid(
         flow,
         datamodule.dataset("train"),
@@ -267,18 +256,8 @@ def fid_command(config: dict, args) -> dict[str, Any]:
         feature_extractor=args.feature_extractor,
         cuda=device.startswith("cuda"),
     )
-    record = make_record(
-        config["table"],
-        config["row"],
-        config["dataset"],
-        metrics,
-        device=device_name(device),
-        profile=config["profile"],
-        config=config,
-    )
-    record["note"] = (
+    note = (
         f"FID: {args.num_samples} samples at temperature {args.temperature}, seed {args.seed}, "
         f"against the {config['dataset']} training split; checkpoint {checkpoint}"
     )
-    append_records(records_path(Path(args.results_dir), config["table"]), [record])
-    return record
+    return record_row(config, args, metrics, device_name(device), note)
