@@ -228,9 +228,10 @@ class MintNetLayer(Bijection):
         self.last_inverse = {"iterations": iterations, "residual": residual, "converged": converged}
         if not converged:
             message = (
-                f"MintNetLayer inverse did not converge: residual {residual:.3g} after "
-                f"{self.max_iter} iterations (tol {self.tol:g}); raise max_iter or damping"
+                f"MintNetLayer inverse did not converge in {self.max_iter} iterations (tol "
+                f"{self.tol:g}); the residual is in last_inverse; raise max_iter or damping"
             )
+            log.debug("MintNetLayer inverse residual %.3g", residual)
             if self.strict:
                 raise RuntimeError(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
