@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -19,6 +20,15 @@ from torchmetrics import MeanMetric
 from models.registry import MODELS, count_params
 
 log = logging.getLogger(__name__)
+
+
+def schedule_factor(step: int, warmup: int, total: int | None, cosine: bool) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then constant or cosine to 0."""
+    scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if cosine and total:
+        progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+        scale *= 0.5 * (1 + math.cos(math.pi * progress))
+    return scale
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -146,16 +156,12 @@ class FlowModule(pl.LightningModule):
         params = self.flow.parameters()
         opt_cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[self.hparams.optimizer]
         optimizer = opt_cls(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warmup, total = self.hparams.warmup_steps, self.hparams.total_steps
-        cosine = self.hparams.schedule == "cosine"
-
-        def factor(step: int) -> float:
-            scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
-            if cosine and total:
-                progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
-                scale *= 0.5 * (1 + math.cos(math.pi * progress))
-            return scale
-
+        factor = partial(
+            schedule_factor,
+            warmup=self.hparams.warmup_steps,
+            total=self.hparams.total_steps,
+            cosine=self.hparams.schedule == "cosine",
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,

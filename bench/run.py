@@ -3,6 +3,7 @@ trainer and logger from its config, run, evaluate, and append the record."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -66,21 +67,40 @@ def wandb_url(logger) -> str | None:
         return None
 
 
+def task_of(config: dict) -> dict[str, Any]:
+    """What a row trains: a flow (by NLL) or a classifier (``task: classify``)."""
+    if config.get("task", "flow") == "classify":
+        from bench.classify import ClassifierModule
+
+        return {
+            "module": ClassifierModule,
+            "monitor": "val/acc",
+            "mode": "max",
+            "metric": "accuracy",
+        }
+    return {"module": FlowModule, "monitor": "val/bpd", "mode": "min", "metric": "bpd"}
+
+
 def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
-    """The datamodule and FlowModule of a config."""
+    """The datamodule and LightningModule of a config (module options the module's constructor
+    does not take, such as a flow's sample settings for a classifier, are left out)."""
     data = dict(config.get("data", {}))
     if data_dir is not None:
         data["data_dir"] = data_dir
     datamodule = make_datamodule(config["dataset"], **data)
-    module_kwargs = dict(config.get("module", {}))
     total = config.get("trainer", {}).get("max_steps")
-    module = FlowModule(
+    options = {
+        **config.get("module", {}),
+        "total_steps": total if total and total > 0 else None,
+        "sample_dir": str(sample_dir) if sample_dir else None,
+        "seed": config.get("seed", 0),
+    }
+    module_cls = task_of(config)["module"]
+    accepted = inspect.signature(module_cls.__init__).parameters
+    module = module_cls(
         model=config["model"],
         model_kwargs=config.get("model_kwargs", {}),
-        total_steps=total if total and total > 0 else None,
-        sample_dir=str(sample_dir) if sample_dir else None,
-        seed=config.get("seed", 0),
-        **module_kwargs,
+        **{k: v for k, v in options.items() if k in accepted},
     )
     return datamodule, module
 
@@ -113,11 +133,12 @@ class CurveRecorder(pl.Callback):
 def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    task = task_of(config)
     checkpoint = ModelCheckpoint(
         dirpath=str(directory / "checkpoints"),
         filename="best",
-        monitor="val/bpd",
-        mode="min",
+        monitor=task["monitor"],
+        mode=task["mode"],
         save_last=True,
     )
     options = dict(config.get("trainer", {}))
@@ -166,15 +187,18 @@ def fit_command(config: dict, args) -> dict[str, Any]:
         return {}
     best = trainer.checkpoint_callback.best_model_path or None
     results = trainer.test(module, datamodule=datamodule, ckpt_path=best or "last", verbose=False)
-    metrics = {
-        "bpd": float(results[0]["test/bpd"]),
-        "nll": float(results[0]["test/nll"]),
-        "params_m": module.params_m(),
-    }
     device = evaluation_device(trainer)
-    if config.get("evaluate", {}).get("timing", True):
-        timing = timing_metrics(module.eval_flow(), config, device)
-        metrics.update({k: v for k, v in timing.items() if k != "device"})
+    if task_of(config)["metric"] == "accuracy":
+        metrics = {"accuracy": 100.0 * float(results[0]["test/acc"]), "params_m": module.params_m()}
+    else:
+        metrics = {
+            "bpd": float(results[0]["test/bpd"]),
+            "nll": float(results[0]["test/nll"]),
+            "params_m": module.params_m(),
+        }
+        if config.get("evaluate", {}).get("timing", True):
+            timing = timing_metrics(module.eval_flow(), config, device)
+            metrics.update({k: v for k, v in timing.items() if k != "device"})
     curves = [c for c in trainer.callbacks if isinstance(c, CurveRecorder)]
     return record_row(
         config,

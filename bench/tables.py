@@ -48,13 +48,14 @@ def already_measured(config: dict, results_dir: Path) -> bool:
     if not path.is_file():
         return False
     from bench.report import load_records
+    from bench.run import task_of
 
     for record in load_records(results_dir).rows:
         if (
             record["table"] == config["table"]
             and record["row"] == config["row"]
             and record.get("profile") == config["profile"]
-            and "bpd" in record["metrics"]
+            and task_of(config)["metric"] in record["metrics"]
         ):
             return True
     return False
@@ -93,6 +94,7 @@ def run_tables(args: argparse.Namespace) -> int:
             continue
         print(f"{label}: fit, test, time ...", flush=True)
         start = time.monotonic()
+
         try:
             from bench.run import fit_command
 

@@ -319,6 +319,21 @@ class CONFCoupling(Bijection):
         return torch.cat([z1, y], dim=1)
 
 
+def periodic_blocks(weight: Tensor, h: int, w: int) -> Tensor:
+    """[H, W//2+1, C_out, C_in] complex blocks of the circularly padded cross-correlation with
+    ``weight`` [C_out, C_in, k, k] (k odd) on h x w images: z_f = W_f x_f."""
+    filt = place_kernel(weight.flip(2, 3), h, w)  # correlation = convolution with the flip
+    return torch.fft.rfft2(filt).permute(2, 3, 0, 1)
+
+
+def periodic_conv_inverse(z: Tensor, weight: Tensor) -> Tensor:
+    """x with conv2d(circular_pad(x), weight) = z, by one C x C solve per frequency."""
+    h, w = z.shape[2:]
+    spec = torch.fft.rfft2(z).permute(2, 3, 1, 0)  # [H, W', C, B]
+    x_spec = torch.linalg.solve(periodic_blocks(weight, h, w), spec).permute(3, 2, 0, 1)
+    return torch.fft.irfft2(x_spec, s=(h, w))
+
+
 class PeriodicConv2d(Bijection):
     """i-ConvNet's k x k convolution with circular padding over all channels:
     z[c] = sum_c' W[c, c'] (cross-correlated, centred) with x[c'] on the torus, as conv2d with
@@ -339,8 +354,7 @@ class PeriodicConv2d(Bijection):
 
     def blocks(self, h: int, w: int) -> Tensor:
         """[H, W//2+1, C, C] complex blocks: z_f = W_f x_f."""
-        filt = place_kernel(self.weight.flip(2, 3), h, w)  # correlation = conv with flipped
-        return torch.fft.rfft2(filt).permute(2, 3, 0, 1)
+        return periodic_blocks(self.weight, h, w)
 
     def _logdet(self, blocks: Tensor, like: Tensor) -> Tensor:
         _, logabsdet = torch.linalg.slogdet(blocks)
@@ -357,12 +371,8 @@ class PeriodicConv2d(Bijection):
 
     def inverse(self, z: Tensor) -> Tensor:
         check_image(z, self.channels, "PeriodicConv2d.inverse")
-        h, w = z.shape[2:]
-        blocks = self.blocks(h, w)
-        self._logdet(blocks, z)
-        spec = torch.fft.rfft2(z).permute(2, 3, 1, 0)  # [H, W', C, B]
-        x_spec = torch.linalg.solve(blocks, spec).permute(3, 2, 0, 1)
-        return torch.fft.irfft2(x_spec, s=(h, w))
+        self._logdet(self.blocks(*z.shape[2:]), z)  # raises on a singular block
+        return periodic_conv_inverse(z, self.weight)
 
 
 class SneakyReLU(Bijection):
