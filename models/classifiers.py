@@ -7,9 +7,10 @@ SneakyReLU, MaxPool -> checkerboard downsampling, nearest-neighbour invertible d
 (space-to-depth) or invertible average pooling (Haar). Invertible downsampling multiplies the
 channels by 4, so the stage widths are fixed at (w, 4w, 16w) for every variant (MaxPool variants
 widen in the first conv of a stage instead): with w = 24 that is 3.2M (MaxPool) to 4.3M
-(invertible) parameters, about the poster's 4M, 9 layers. The three invertible variants are exactly invertible up to the head: channel zero
-padding (dropped on inversion), circular convs (inverted per frequency), batch norm (affine in
-evaluation), SneakyReLU and the invertible downsampling.
+(invertible) parameters, about the poster's 4M, 9 layers. The three invertible variants are
+exactly invertible up to the head: channel zero padding (dropped on inversion), circular convs
+(inverted per frequency), batch norm (affine in evaluation), SneakyReLU and the invertible
+downsampling.
 """
 
 from __future__ import annotations
