@@ -47,6 +47,7 @@ TITLES = {
     "iconvnet_t1": "i-ConvNet Table 1: path to invertibility (CIFAR-10 accuracy)",
     "iconvnet_t2": "i-ConvNet Table 2: CIFAR-10 bits per dimension",
     "dfm_t5_2": "Deep Fourier Machines Table 5.2: CIFAR-10 FID",
+    "convflow_mnist": "Other registry flows on MNIST (no published cells)",
     "cdflow_t2_cifar10": "CDFlow Table 2, CIFAR-10 column: parameters and test BPD",
     "cdflow_t2_imagenet32": "CDFlow Table 2, ImageNet32 column: parameters and test BPD",
     "cdflow_t2_galaxy": "CDFlow Table 2, Galaxy column: parameters and test BPD",

@@ -130,6 +130,25 @@ class CurveRecorder(pl.Callback):
             self.curve["val_bpd"].append(round(float(bpd), 5))
 
 
+class TimingCallback(pl.Callback):
+    """Runs the timing protocol (`bench.evaluate.time_flow`) on the trained flow at the end of
+    fit, logs st_ms/ft_ms to the logger and keeps them in ``metrics``."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.metrics: dict[str, Any] = {}
+
+    def on_fit_end(self, trainer, module):
+        if not trainer.is_global_zero or not hasattr(module, "eval_flow"):
+            return
+        device = evaluation_device(trainer)
+        self.metrics = timing_metrics(module.eval_flow(), self.config, device)
+        if trainer.logger is not None:
+            numbers = {f"timing/{k}": v for k, v in self.metrics.items() if k != "device"}
+            trainer.logger.log_metrics(numbers, step=trainer.global_step)
+        module.to(trainer.strategy.root_device)
+
+
 def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -146,11 +165,11 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
         value = getattr(args, key, None)
         if value is not None:
             options[key] = value
+    callbacks = [checkpoint, CurveRecorder()]
+    if task["metric"] == "bpd" and config.get("evaluate", {}).get("timing", True):
+        callbacks.append(TimingCallback(config))
     return pl.Trainer(
-        default_root_dir=str(directory),
-        logger=logger,
-        callbacks=[checkpoint, CurveRecorder()],
-        **options,
+        default_root_dir=str(directory), logger=logger, callbacks=callbacks, **options
     )
 
 
@@ -196,9 +215,9 @@ def fit_command(config: dict, args) -> dict[str, Any]:
             "nll": float(results[0]["test/nll"]),
             "params_m": module.params_m(),
         }
-        if config.get("evaluate", {}).get("timing", True):
-            timing = timing_metrics(module.eval_flow(), config, device)
-            metrics.update({k: v for k, v in timing.items() if k != "device"})
+        for callback in trainer.callbacks:
+            if isinstance(callback, TimingCallback):
+                metrics.update({k: v for k, v in callback.metrics.items() if k != "device"})
     curves = [c for c in trainer.callbacks if isinstance(c, CurveRecorder)]
     return record_row(
         config,
