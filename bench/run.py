@@ -202,10 +202,10 @@ def fit_command(config: dict, args) -> dict[str, Any]:
     if args.resume and ckpt_path is None:
         log.warning("--resume: no checkpoint at %s, starting from scratch", last)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    if not trainer.is_global_zero:
-        return {}
     best = trainer.checkpoint_callback.best_model_path or None
     results = trainer.test(module, datamodule=datamodule, ckpt_path=best or "last", verbose=False)
+    if not trainer.is_global_zero:  # every rank tests (collectives); rank 0 writes the record
+        return {}
     device = evaluation_device(trainer)
     if task_of(config)["metric"] == "accuracy":
         metrics = {"accuracy": 100.0 * float(results[0]["test/acc"]), "params_m": module.params_m()}
