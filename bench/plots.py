@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.report import pick_record  # noqa: E402
+from bench.report import pick_record, published_value, unit_scale  # noqa: E402
 
 PNG_METADATA = {"Software": None}  # byte-identical output for the same records
 
@@ -25,12 +25,12 @@ def _save(fig, path: Path) -> None:
 
 
 def _published(pub: pd.DataFrame, row: str, metric: str) -> tuple[float, float]:
-    hit = pub[(pub["row"] == row) & (pub["metric"] == metric)]
-    if hit.empty:
+    """(value, std) in comparable units, NaN when the paper has no such cell."""
+    found = published_value(pub, row, metric)
+    if found is None:
         return np.nan, 0.0
-    scale = 1000.0 if hit.iloc[0]["unit"] == "s" else 1.0
-    std = hit.iloc[0]["std"]
-    return float(hit.iloc[0]["value"]) * scale, 0.0 if pd.isna(std) else float(std) * scale
+    value, std, unit = found
+    return value * unit_scale(unit), (std or 0.0) * unit_scale(unit)
 
 
 def timing_bars(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> None:

@@ -147,15 +147,28 @@ class TableReport:
     references: list[str]
 
 
-def _published_cell(pub: pd.DataFrame, row: str, metric: str) -> tuple[str, float | None]:
+def published_value(pub: pd.DataFrame, row: str, metric: str):
+    """(value, std or None, unit) as printed for a row's metric, or None."""
     hit = pub[(pub["row"] == row) & (pub["metric"] == metric)]
     if hit.empty:
-        return "", None
+        return None
     entry = hit.iloc[0]
-    value, std = float(entry["value"]), entry["std"]
-    scale = 1000.0 if entry["unit"] == "s" else 1.0  # printed in seconds, compared in ms
-    suffix = " s*" if entry["unit"] == "s" else ""
-    return _fmt(value, std) + suffix, value * scale
+    std = None if pd.isna(entry["std"]) else float(entry["std"])
+    return float(entry["value"]), std, entry["unit"]
+
+
+def unit_scale(unit: str) -> float:
+    """Times printed in seconds are compared in milliseconds."""
+    return 1000.0 if unit == "s" else 1.0
+
+
+def _published_cell(pub: pd.DataFrame, row: str, metric: str) -> tuple[str, float | None]:
+    found = published_value(pub, row, metric)
+    if found is None:
+        return "", None
+    value, std, unit = found
+    suffix = " s*" if unit == "s" else ""
+    return _fmt(value, std) + suffix, value * unit_scale(unit)
 
 
 def build_table(

@@ -17,16 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from models.core import Bijection, check_image
-from models.layers.fourier import EPS, clamp_magnitude
-
-
-def rfft_counts(n: int, like: Tensor) -> Tensor:
-    """Multiplicity of each rfft bin of a length-n real signal in the full DFT."""
-    counts = torch.full((n // 2 + 1,), 2.0, dtype=like.dtype, device=like.device)
-    counts[0] = 1.0
-    if n % 2 == 0:
-        counts[-1] = 1.0
-    return counts
+from models.layers.fourier import EPS, clamp_magnitude, rfft_multiplicity
 
 
 class CirculantDiagonal(Bijection):
@@ -56,7 +47,7 @@ class CirculantDiagonal(Bijection):
 
     def logdet_per_pixel(self) -> Tensor:
         spec = self.spectra()
-        counts = rfft_counts(self.channels, spec.real)
+        counts = rfft_multiplicity(self.channels, spec.real)
         return self.log_d.sum() + (torch.log(spec.abs()) * counts).sum()
 
     def _pixels(self, x: Tensor) -> Tensor:

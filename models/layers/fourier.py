@@ -26,13 +26,19 @@ from models.core import Bijection, check_image, zero_logdet
 EPS = 1e-4
 
 
-def rfft_weights(h: int, w: int, like: Tensor) -> Tensor:
-    """[W//2 + 1] multiplicities of the rfft2 columns in a sum over all H x W frequencies."""
-    weights = torch.full((w // 2 + 1,), 2.0, dtype=like.dtype, device=like.device)
+def rfft_multiplicity(n: int, like: Tensor) -> Tensor:
+    """[n//2 + 1]: how often each bin of the rfft of a length-n real signal occurs in its full
+    DFT (bins 1..ceil(n/2)-1 twice, bin 0 and, for even n, bin n/2 once)."""
+    weights = torch.full((n // 2 + 1,), 2.0, dtype=like.dtype, device=like.device)
     weights[0] = 1.0
-    if w % 2 == 0:
+    if n % 2 == 0:
         weights[-1] = 1.0
     return weights
+
+
+def rfft_weights(h: int, w: int, like: Tensor) -> Tensor:
+    """[W//2 + 1] multiplicities of the rfft2 columns in a sum over all H x W frequencies."""
+    return rfft_multiplicity(w, like)
 
 
 def clamp_magnitude(spectrum: Tensor, eps: float = EPS) -> Tensor:
