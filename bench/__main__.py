@@ -61,6 +61,33 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dfm_compress(args: argparse.Namespace) -> int:
+    from bench.dfm import BUNDLED_PHOTOS, results_table, run_compression
+
+    overrides = {
+        k: v
+        for k, v in (
+            ("crop", args.crop),
+            ("widths", args.widths),
+            ("depths", args.depths),
+            ("steps", args.steps),
+        )
+        if v
+    }
+    results = run_compression(
+        args.profile, args.photos or BUNDLED_PHOTOS, args.results_dir, args.device, **overrides
+    )
+    print(results_table(results))
+    from bench.report import report
+
+    report(args.results_dir)
+    print(
+        f"records in {Path(args.results_dir) / 'runs' / 'dfm_compression.jsonl'}; table and "
+        f"figure in {Path(args.results_dir) / 'tables'}"
+    )
+    return 0
+
+
 def _fid_weights(args: argparse.Namespace) -> int:
     from bench.fid import convert_fid_helper_weights
 
@@ -200,6 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights.add_argument("--out", default=None, help="default: the torch hub cache")
     weights.set_defaults(func=_fid_weights)
+    compress = sub.add_parser(
+        "dfm-compress", help="Deep Fourier Machines: one Fourier Net per photo vs JPEG"
+    )
+    compress.add_argument("--profile", default="demo", choices=PROFILES)
+    compress.add_argument(
+        "--photos",
+        nargs="+",
+        default=None,
+        help="image files or scikit-image photo names (default: 4 bundled)",
+    )
+    compress.add_argument("--crop", type=int, default=None)
+    compress.add_argument("--widths", type=int, nargs="+", default=None)
+    compress.add_argument("--depths", type=int, nargs="+", default=None)
+    compress.add_argument("--steps", type=int, default=None)
+    compress.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    compress.add_argument("--results_dir", "--results-dir", default="results")
+    compress.set_defaults(func=_dfm_compress)
     report = sub.add_parser("report", help="regenerate results/tables from the records alone")
     report.add_argument("--results_dir", "--results-dir", default="results")
     report.add_argument("--no-plots", action="store_true")

@@ -35,6 +35,11 @@ METRIC_LABELS = {
     "params_m": "Param (M)",
     "fid": "FID",
     "accuracy": "Acc (%)",
+    "compression_pct": "Size (%)",
+    "psnr": "PSNR (dB)",
+    "jpeg_psnr": "JPEG PSNR (dB)",
+    "ssim": "SSIM",
+    "jpeg_ssim": "JPEG SSIM",
 }
 STD_OF = {"st_ms": "st_std", "ft_ms": "ft_std"}
 TITLES = {
@@ -48,6 +53,7 @@ TITLES = {
     "iconvnet_t2": "i-ConvNet Table 2: CIFAR-10 bits per dimension",
     "dfm_t5_2": "Deep Fourier Machines Table 5.2: CIFAR-10 FID",
     "convflow_mnist": "Other registry flows on MNIST (no published cells)",
+    "dfm_compression": "Deep Fourier Machines: image compression against JPEG of the same size",
     "cdflow_t2_cifar10": "CDFlow Table 2, CIFAR-10 column: parameters and test BPD",
     "cdflow_t2_imagenet32": "CDFlow Table 2, ImageNet32 column: parameters and test BPD",
     "cdflow_t2_galaxy": "CDFlow Table 2, Galaxy column: parameters and test BPD",

@@ -13,6 +13,8 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
+
 from bench.config import CONFIG_DIR, load_config, read_yaml
 from bench.results import append_records, make_record, records_path
 from datamodules import DataFileError
@@ -75,12 +77,32 @@ def record_skip(config: dict, results_dir: Path, reason: str) -> None:
     append_records(records_path(results_dir, config["table"]), [record])
 
 
+def run_dfm_compression(args: argparse.Namespace, results_dir: Path) -> None:
+    """The DFM compression sweep (no row configs: photos x widths x depths), unless measured."""
+    from bench.dfm import run_compression
+    from bench.report import load_records
+
+    done = any(
+        r["table"] == "dfm_compression" and r.get("profile") == args.profile
+        for r in load_records(results_dir).rows
+    )
+    if done and not args.force:
+        print(f"dfm_compression: already measured ({args.profile}); FORCE=1 to rerun")
+        return
+    print("dfm_compression: one Fourier Net per bundled photo against JPEG ...", flush=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run_compression(args.profile, results_dir=results_dir, device=device)
+
+
 def run_tables(args: argparse.Namespace) -> int:
     tables = [t for group in args.tables for t in TABLE_GROUPS.get(group, (group,))]
     paths = row_paths(tables, args.rows)
     results_dir = Path(args.results_dir)
+    if "dfm_compression" in tables and not args.rows:
+        run_dfm_compression(args, results_dir)
     share = args.budget_minutes * 60 / max(len(paths), 1) if args.budget_minutes else None
     print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
+    status = 0
     for i, path in enumerate(paths, start=1):
         overrides = list(args.set)
         if share:
@@ -102,9 +124,10 @@ def run_tables(args: argparse.Namespace) -> int:
             print(
                 f"{label}: bpd {record['metrics']['bpd']:.3f} in {time.monotonic() - start:.0f} s"
             )
-        except DataFileError as err:
+        except DataFileError as err:  # the remaining rows need the same data: stop, but report
             print(f"\n{err}\n")
-            return 2
+            status = 2
+            break
         except Exception as err:  # one broken row must not lose the others
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
             log.debug(traceback.format_exc())
@@ -119,4 +142,4 @@ def run_tables(args: argparse.Namespace) -> int:
     for problem in result["problems"]:
         print(problem)
     print(f"tables and plots written to {results_dir / 'tables'}")
-    return 0
+    return status

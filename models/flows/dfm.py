@@ -107,10 +107,13 @@ class FourierImage(nn.Module):
         return self.net(coords, self.a, self.b)[0]
 
 
-def pixel_grid(h: int, w: int, like: Tensor | None = None) -> Tensor:
-    """[h w, 2] integer pixel coordinates (row, column), row-major: the Fourier Net's inputs."""
+def pixel_grid(h: int, w: int, like: Tensor | None = None, normalized: bool = False) -> Tensor:
+    """[h w, 2] pixel coordinates (row, column), row-major: the Fourier Net's inputs; integer
+    pixel positions, or with ``normalized`` divided by max(h, w) - 1 into [0, 1]."""
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     grid = torch.stack([rows, cols], dim=-1).reshape(-1, 2).to(torch.get_default_dtype())
+    if normalized:
+        grid = grid / max(max(h, w) - 1, 1)
     return grid.to(like) if like is not None else grid
 
 
