@@ -162,7 +162,8 @@ def convert_fid_helper_weights(
 
 
 class FlowSampler(nn.Module):
-    """A flow as torch-fidelity's generative model: z [B, D] ~ N(0, I) -> uint8 [B, 3, H, W]."""
+    """A flow (or any model with ``generate(z)`` and ``num_dims``) as torch-fidelity's generative
+    model: z [B, D] ~ N(0, I) -> uint8 [B, 3, H, W]."""
 
     def __init__(self, flow, temperature: float = 1.0):
         super().__init__()
@@ -171,7 +172,7 @@ class FlowSampler(nn.Module):
     @torch.no_grad()
     def forward(self, z: Tensor) -> Tensor:
         param = next(self.flow.parameters())
-        x = self.flow.inverse(z.to(param) * self.temperature)
+        x = self.flow.generate(z.to(param) * self.temperature)
         x = x.clamp(0, 255).round().to(torch.uint8)
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 

@@ -68,7 +68,12 @@ def wandb_url(logger) -> str | None:
 
 
 def task_of(config: dict) -> dict[str, Any]:
-    """What a row trains: a flow (by NLL) or a classifier (``task: classify``)."""
+    """What a row trains: a flow (by NLL), a classifier (``task: classify``) or the Deep
+    Fourier Machines generator (``task: dfm``)."""
+    if config.get("task", "flow") == "dfm":
+        from bench.dfm_module import DFMModule
+
+        return {"module": DFMModule, "monitor": "train/loss", "mode": "min", "metric": "mse"}
     if config.get("task", "flow") == "classify":
         from bench.classify import ClassifierModule
 
@@ -87,7 +92,13 @@ def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
     data = dict(config.get("data", {}))
     if data_dir is not None:
         data["data_dir"] = data_dir
+    model_kwargs = dict(config.get("model_kwargs", {}))
+    per_image_latents = config.get("task") == "dfm" and not model_kwargs.get("encoder_hidden")
+    if per_image_latents:
+        data["with_index"] = True
     datamodule = make_datamodule(config["dataset"], **data)
+    if per_image_latents:  # one learned latent per training image
+        model_kwargs["num_images"] = len(datamodule.dataset("train"))
     total = config.get("trainer", {}).get("max_steps")
     options = {
         **config.get("module", {}),
@@ -99,7 +110,7 @@ def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
     accepted = inspect.signature(module_cls.__init__).parameters
     module = module_cls(
         model=config["model"],
-        model_kwargs=config.get("model_kwargs", {}),
+        model_kwargs=model_kwargs,
         **{k: v for k, v in options.items() if k in accepted},
     )
     return datamodule, module
@@ -202,6 +213,7 @@ def fit_command(config: dict, args) -> dict[str, Any]:
     if args.resume and ckpt_path is None:
         log.warning("--resume: no checkpoint at %s, starting from scratch", last)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them
     best = trainer.checkpoint_callback.best_model_path or None
     results = trainer.test(module, datamodule=datamodule, ckpt_path=best or "last", verbose=False)
     if not trainer.is_global_zero:  # every rank tests (collectives); rank 0 writes the record
@@ -209,6 +221,21 @@ def fit_command(config: dict, args) -> dict[str, Any]:
     device = evaluation_device(trainer)
     if task_of(config)["metric"] == "accuracy":
         metrics = {"accuracy": 100.0 * float(results[0]["test/acc"]), "params_m": module.params_m()}
+    elif task_of(config)["metric"] == "mse":
+        mse = results[0].get("test/mse", fit_metrics.get("train/mse"))
+        metrics = {"mse": float(mse), "params_m": module.params_m()}
+        fid = config.get("evaluate", {}).get("fid")
+        if fid:
+            from bench.fid import compute_fid
+
+            metrics.update(
+                compute_fid(
+                    module.eval_flow().to(device),
+                    datamodule.dataset("train"),
+                    num_samples=fid,
+                    cuda=device.startswith("cuda"),
+                )
+            )
     else:
         metrics = {
             "bpd": float(results[0]["test/bpd"]),

@@ -20,20 +20,22 @@ class DataFileError(FileNotFoundError):
 
 
 class ImageTensorDataset(Dataset):
-    """uint8 images [N,C,H,W] + labels [N] -> (float image 0..255, label)."""
+    """uint8 images [N,C,H,W] + labels [N] -> (float image 0..255, label), and the example's
+    index as a third element with ``with_index`` (models with one learned latent per image)."""
 
-    def __init__(self, images: Tensor, labels: Tensor):
+    def __init__(self, images: Tensor, labels: Tensor, with_index: bool = False):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
                 f"images must be uint8 [N, C, H, W], got {images.dtype} {images.shape}"
             )
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.with_index = images, labels, with_index
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index].float(), self.labels[index]
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        item = (self.images[index].float(), self.labels[index])
+        return (*item, torch.tensor(index)) if self.with_index else item
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -74,8 +76,10 @@ class ImageDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         subset: int | None = None,
         download: bool = True,
+        with_index: bool = False,
     ):
         super().__init__()
+        self.with_index = with_index
         self.data_dir = Path(data_dir)
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.num_workers, self.subset, self.download = num_workers, subset, download
@@ -98,9 +102,9 @@ class ImageDataModule(pl.LightningDataModule):
         order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = order[:n_val], order[n_val:]
         self._splits = {
-            "train": ImageTensorDataset(train_x[train_idx], train_y[train_idx]),
-            "val": ImageTensorDataset(train_x[val_idx], train_y[val_idx]),
-            "test": ImageTensorDataset(test_x, test_y),
+            "train": ImageTensorDataset(train_x[train_idx], train_y[train_idx], self.with_index),
+            "val": ImageTensorDataset(train_x[val_idx], train_y[val_idx], self.with_index),
+            "test": ImageTensorDataset(test_x, test_y, self.with_index),
         }
 
     def dataset(self, split: str) -> ImageTensorDataset:

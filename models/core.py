@@ -392,6 +392,10 @@ class Flow(nn.Module):
     def inverse(self, z: Tensor) -> Tensor:
         return self.preprocessing.inverse(self.transform.inverse(z))
 
+    def generate(self, z: Tensor) -> Tensor:
+        """x = inverse(z): the interface samplers (FID) share with other generators."""
+        return self.inverse(z)
+
     def log_prob(self, x: Tensor) -> Tensor:
         z, logdet = self(x)
         z = z.flatten(1)

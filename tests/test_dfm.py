@@ -80,3 +80,81 @@ def test_fourier_image_fits_a_small_picture():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def _fit_dfm(tmp_path, config_path, **model_kwargs):
+    import json
+
+    import yaml
+
+    from bench.__main__ import main
+
+    torch.set_default_dtype(torch.float32)
+    config = yaml.safe_load(open(config_path))
+    config["model_kwargs"].update(model_kwargs)
+    c = config["model_kwargs"]["shape"][0]
+    config.update(
+        dataset="synthetic",
+        data={
+            "shape": [c, 8, 8],
+            "num_train": 64,
+            "num_test": 16,
+            "val_size": 16,
+            "batch_size": 16,
+        },
+        trainer={"max_steps": 5, "max_epochs": -1, "enable_progress_bar": False},
+        evaluate={"fid": 0},
+    )
+    path = tmp_path / "row.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert (
+        main(
+            [
+                "fit",
+                "--config",
+                str(path),
+                "--results_dir",
+                str(tmp_path / "r"),
+                "--work_dir",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
+    (record,) = [json.loads(x) for x in (tmp_path / "r/runs" / f"{config['table']}.jsonl").open()]
+    return record
+
+
+def test_dfm_fit_with_per_image_latents(tmp_path):
+    record = _fit_dfm(
+        tmp_path,
+        "bench/configs/dfm_mnist/dfm_mnist.yaml",
+        shape=[1, 8, 8],
+        width=2,
+        depth=2,
+        latent=4,
+        decoder_hidden=[8],
+    )
+    assert record["metrics"]["mse"] >= 0 and record["row"] == "Fourier Net (MNIST)"
+    assert list((tmp_path / "o").rglob("interpolation_*.png"))
+
+
+def test_dfm_fit_with_encoder_and_fid_interface(tmp_path):
+    record = _fit_dfm(
+        tmp_path,
+        "bench/configs/dfm_t5_2/dfm_cifar10.yaml",
+        shape=[3, 8, 8],
+        width=2,
+        depth=2,
+        latent=4,
+        decoder_hidden=[8],
+        encoder_hidden=[16],
+    )
+    assert record["metrics"]["mse"] >= 0 and record["table"] == "dfm_t5_2"
+    gen = FourierGenerator(
+        (3, 8, 8), width=2, depth=2, latent=4, decoder_hidden=(8,), encoder_hidden=(16,)
+    )
+    from bench.fid import FlowSampler
+
+    images = FlowSampler(gen)(torch.randn(3, gen.num_dims))
+    assert images.shape == (3, 3, 8, 8) and images.dtype == torch.uint8

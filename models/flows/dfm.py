@@ -182,6 +182,15 @@ class FourierGenerator(nn.Module):
         recon = F.mse_loss(self.decode(z), images / 127.5 - 1)
         return recon + self.latent_weight * z.pow(2).sum(1).mean()
 
+    @property
+    def num_dims(self) -> int:
+        """Size of the latent z (what a sampler draws)."""
+        return self.decoder_a[0].in_features
+
+    def generate(self, z: Tensor) -> Tensor:
+        """Images (0..255) from latents z [B, latent] (the FID evaluator's interface)."""
+        return (self.decode(z) + 1) * 127.5
+
     @torch.no_grad()
     def sample(self, n: int, scale: float = 1.0) -> Tensor:
         """n images (0..255) decoded from z ~ N(0, scale^2 I)."""
