@@ -73,8 +73,24 @@ class DFMModule(pl.LightningModule):
         self.save_figures()
 
     @torch.no_grad()
+    def reconstructions(self, n: int) -> torch.Tensor | None:
+        """[2n, C, H, W] in [0, 1]: n images (validation with an encoder, else the first training
+        images, whose latents are learned) above their reconstructions."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return None
+        split = "val" if self.gen.encoder is not None else "train"
+        dataset = datamodule.dataset(split)
+        n = min(n, len(dataset))
+        images = torch.stack([dataset[i][0] for i in range(n)]).to(self.device)
+        index = torch.arange(n, device=self.device)
+        recon = self.gen.generate(self.gen.encode(images, index))
+        return torch.cat([images, recon]) / 255
+
+    @torch.no_grad()
     def save_figures(self) -> Path:
-        """samples, an interpolation between two random latents, saved under samples/."""
+        """samples, an interpolation between two random latents and reconstructions (originals
+        above), saved under samples/."""
         n = self.hparams.num_samples
         root = Path(self.hparams.sample_dir or self.trainer.default_root_dir) / "samples"
         root.mkdir(parents=True, exist_ok=True)
@@ -87,6 +103,11 @@ class DFMModule(pl.LightningModule):
             samples, str(root / f"samples_{step:07d}.png"), nrow=int(math.sqrt(n))
         )
         torchvision.utils.save_image(path, str(root / f"interpolation_{step:07d}.png"), nrow=8)
+        pairs = self.reconstructions(8)
+        if pairs is not None:
+            torchvision.utils.save_image(
+                pairs, str(root / f"reconstructions_{step:07d}.png"), nrow=len(pairs) // 2
+            )
         return root
 
     def configure_optimizers(self):

@@ -137,6 +137,7 @@ def test_dfm_fit_with_per_image_latents(tmp_path):
     )
     assert record["metrics"]["mse"] >= 0 and record["row"] == "Fourier Net (MNIST)"
     assert list((tmp_path / "o").rglob("interpolation_*.png"))
+    assert list((tmp_path / "o").rglob("reconstructions_*.png"))
 
 
 def test_dfm_fit_with_encoder_and_fid_interface(tmp_path):
