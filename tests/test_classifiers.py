@@ -3,8 +3,6 @@ the head, the inverse-conv classifier has 16 conv parameters, and a demo fit run
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import yaml
@@ -51,7 +49,7 @@ def test_inverse_conv_classifier_has_sixteen_conv_parameters():
 
 
 def test_demo_fit_of_a_classifier_writes_an_accuracy_record(tmp_path):
-    from bench.__main__ import main
+    from tests.helpers import fit_row
 
     torch.set_default_dtype(torch.float32)
     config = yaml.safe_load(open("bench/configs/iconvnet_t1/iconvnet_classifier_nearest.yaml"))
@@ -67,23 +65,5 @@ def test_demo_fit_of_a_classifier_writes_an_accuracy_record(tmp_path):
         },
         trainer={"max_steps": 6, "max_epochs": -1, "enable_progress_bar": False},
     )
-    path = tmp_path / "row.yaml"
-    path.write_text(yaml.safe_dump(config))
-    assert (
-        main(
-            [
-                "fit",
-                "--config",
-                str(path),
-                "--profile",
-                "demo",
-                "--results_dir",
-                str(tmp_path / "r"),
-                "--work_dir",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 0
-    )
-    (record,) = [json.loads(x) for x in (tmp_path / "r/runs/iconvnet_t1.jsonl").open()]
+    record = fit_row(tmp_path, config, "--profile", "demo")
     assert 0 <= record["metrics"]["accuracy"] <= 100 and record["row"] == "MaxPool2d -> iINN"

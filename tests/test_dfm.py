@@ -83,11 +83,9 @@ def test_fourier_image_fits_a_small_picture():
 
 
 def _fit_dfm(tmp_path, config_path, **model_kwargs):
-    import json
-
     import yaml
 
-    from bench.__main__ import main
+    from tests.helpers import fit_row
 
     torch.set_default_dtype(torch.float32)
     config = yaml.safe_load(open(config_path))
@@ -105,24 +103,7 @@ def _fit_dfm(tmp_path, config_path, **model_kwargs):
         trainer={"max_steps": 5, "max_epochs": -1, "enable_progress_bar": False},
         evaluate={"fid": 0},
     )
-    path = tmp_path / "row.yaml"
-    path.write_text(yaml.safe_dump(config))
-    assert (
-        main(
-            [
-                "fit",
-                "--config",
-                str(path),
-                "--results_dir",
-                str(tmp_path / "r"),
-                "--work_dir",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 0
-    )
-    (record,) = [json.loads(x) for x in (tmp_path / "r/runs" / f"{config['table']}.jsonl").open()]
-    return record
+    return fit_row(tmp_path, config)
 
 
 def test_dfm_fit_with_per_image_latents(tmp_path):
