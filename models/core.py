@@ -37,7 +37,7 @@ class Bijection(nn.Module):
         raise NotImplementedError
 
     def auxiliary_loss(self) -> Tensor | None:
-        """Extra training loss of this layer from its last forward call (SNF reconstruction)."""
+        """Extra training loss [B] per example from the last forward call (SNF reconstruction)."""
         return None
 
 
@@ -82,8 +82,9 @@ class Compose(Bijection):
         return z
 
     def auxiliary_loss(self) -> Tensor | None:
+        """Sum over the layers of their per-example auxiliary losses, [B]."""
         losses = [loss for layer in self.layers if (loss := layer.auxiliary_loss()) is not None]
-        return torch.stack([loss.sum() for loss in losses]).sum() if losses else None
+        return sum(losses) if losses else None
 
 
 class Squeeze(Bijection):

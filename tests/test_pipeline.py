@@ -100,6 +100,7 @@ def test_auxiliary_loss_hook_is_added_to_the_loss():
     x = synthetic().dataset("train").images[:4].float()
     loss = module.training_step((x, None), 0)
     bpd = module.flow.bpd(x).mean()
+    assert module.flow.auxiliary_loss().shape == (4,)  # per example, not summed over the batch
     aux = module.flow.auxiliary_loss().mean() / (64 * torch.log(torch.tensor(2.0)))
     assert aux > 0
     torch.testing.assert_close(loss, bpd + aux, rtol=1e-4, atol=1e-2)
