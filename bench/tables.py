@@ -1,8 +1,9 @@
 """`python -m bench run-tables`: what `make table-*` and `make demo` run.
 
-For every row config of the chosen tables: skip it when a record of that profile already holds a
-BPD (unless ``--force``), else fit, test and time it; a row that fails or runs past its share of
-the time budget is recorded as skipped with the reason, never silently dropped. Then the report.
+For every row config of the chosen tables: skip it when a record of that profile already holds
+the row's metric (BPD, accuracy or MSE; unless ``--force``), else fit, test and time it; a row
+that fails is recorded as skipped with the reason, never silently dropped, and training stops at
+half of the row's share of the time budget. Then the report.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-
 from bench.config import CONFIG_DIR, load_config, read_yaml
+from bench.report import load_records
 from bench.results import append_records, make_record, records_path
 from datamodules import DataFileError
 
@@ -45,22 +45,18 @@ def row_paths(tables: list[str], rows: list[str] | None) -> list[Path]:
     return paths
 
 
-def already_measured(config: dict, results_dir: Path) -> bool:
-    path = records_path(results_dir, config["table"])
-    if not path.is_file():
-        return False
-    from bench.report import load_records
+def already_measured(config: dict, records: list[dict]) -> bool:
+    """Whether a record of the row's profile already holds the row's metric."""
     from bench.run import task_of
 
-    for record in load_records(results_dir).rows:
-        if (
-            record["table"] == config["table"]
-            and record["row"] == config["row"]
-            and record.get("profile") == config["profile"]
-            and task_of(config)["metric"] in record["metrics"]
-        ):
-            return True
-    return False
+    metric = task_of(config)["metric"]
+    return any(
+        r["table"] == config["table"]
+        and r["row"] == config["row"]
+        and r.get("profile") == config["profile"]
+        and metric in r["metrics"]
+        for r in records
+    )
 
 
 def record_skip(config: dict, results_dir: Path, reason: str) -> None:
@@ -77,32 +73,31 @@ def record_skip(config: dict, results_dir: Path, reason: str) -> None:
     append_records(records_path(results_dir, config["table"]), [record])
 
 
-def run_dfm_compression(args: argparse.Namespace, results_dir: Path) -> None:
+def run_dfm_compression(args: argparse.Namespace, results_dir: Path, records: list[dict]) -> None:
     """The DFM compression sweep (no row configs: photos x widths x depths), unless measured."""
     from bench.dfm import run_compression
-    from bench.report import load_records
+    from bench.run import evaluation_device
 
     done = any(
-        r["table"] == "dfm_compression" and r.get("profile") == args.profile
-        for r in load_records(results_dir).rows
+        r["table"] == "dfm_compression" and r.get("profile") == args.profile for r in records
     )
     if done and not args.force:
         print(f"dfm_compression: already measured ({args.profile}); FORCE=1 to rerun")
         return
     print("dfm_compression: one Fourier Net per bundled photo against JPEG ...", flush=True)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    run_compression(args.profile, results_dir=results_dir, device=device)
+    run_compression(args.profile, results_dir=results_dir, device=evaluation_device())
 
 
 def run_tables(args: argparse.Namespace) -> int:
     tables = [t for group in args.tables for t in TABLE_GROUPS.get(group, (group,))]
     paths = row_paths(tables, args.rows)
     results_dir = Path(args.results_dir)
+    records = load_records(results_dir).rows  # read once; the runs below only append
     if "dfm_compression" in tables and not args.rows:
-        run_dfm_compression(args, results_dir)
+        run_dfm_compression(args, results_dir, records)
     share = args.budget_minutes * 60 / max(len(paths), 1) if args.budget_minutes else None
     print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
-    missing: dict[str, str] = {}  # dataset -> how to provide it
+    missing: set[str] = set()  # data sets whose files are not available
     succeeded = 0
     for i, path in enumerate(paths, start=1):
         overrides = list(args.set)
@@ -115,7 +110,7 @@ def run_tables(args: argparse.Namespace) -> int:
         if config["dataset"] in missing:
             print(f"{label}: not run ({config['dataset']} data not available)")
             continue
-        if not args.force and already_measured(config, results_dir):
+        if not args.force and already_measured(config, records):
             print(f"{label}: already measured ({args.profile}); FORCE=1 to rerun")
             continue
         print(f"{label}: fit, test, time ...", flush=True)
@@ -129,7 +124,7 @@ def run_tables(args: argparse.Namespace) -> int:
             print(f"{label}: {metric} {record['metrics'][metric]:.3f} in {elapsed:.0f} s")
             succeeded += 1
         except DataFileError as err:  # rows of the same data set are not tried again
-            missing[config["dataset"]] = str(err)
+            missing.add(config["dataset"])
             print(f"\n{err}\n")
         except Exception as err:  # one broken row must not lose the others
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
