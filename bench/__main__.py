@@ -13,8 +13,7 @@ from bench.config import PROFILES
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from bench.layers import benchmark_inverse_conv
-    from bench.results import append_records, make_record, records_path
+    from bench.layers import append_layer_records, benchmark_inverse_conv
 
     if args.family == "fourier":
         return _layers_fourier(args)
@@ -29,21 +28,15 @@ def _layers(args: argparse.Namespace) -> int:
     print(ms.round(3).to_string())
     print("\nratio to conv2d of the same shape (lower is better)")
     print(table.round(2).to_string())
-    records = [
-        make_record(
-            "layers",
-            f"{args.family}/{r['method']}/{r['pass']}/{r['shape']}",
-            "synthetic",
-            {k: r[k] for k in ("ms", "std_ms", "ratio_to_conv2d")},
-            device=r["device"],
-            profile="benchmark",
-            config={k: r[k] for k in ("shape", "method", "pass", "batch", "kernel_size")},
-        )
-        for r in rows
-    ]
-    path = records_path(Path(args.results_dir), "layers")
-    append_records(path, records)
-    print(f"\nwrote {len(records)} records to {path}")
+    path, count = append_layer_records(
+        rows,
+        args.family,
+        ("method", "pass", "shape"),
+        ("ms", "std_ms", "ratio_to_conv2d"),
+        ("shape", "method", "pass", "batch", "kernel_size"),
+        args.results_dir,
+    )
+    print(f"\nwrote {count} records to {path}")
     return 0
 
 
@@ -155,9 +148,8 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _layers_fourier(args: argparse.Namespace) -> int:
-    from bench.layers import benchmark_fourier, crossovers
+    from bench.layers import append_layer_records, benchmark_fourier, crossovers
     from bench.plots import fourier_scaling
-    from bench.results import append_records, make_record, records_path
 
     rows = benchmark_fourier(device=args.device, runs=args.runs)
     frame = pd.DataFrame(rows)
@@ -167,23 +159,13 @@ def _layers_fourier(args: argparse.Namespace) -> int:
     print()
     for line in crossovers(rows):
         print(line)
-    records = [
-        make_record(
-            "layers",
-            f"fourier/{r['family']}/{r['layer']}/{r['pass']}/{r['size']}",
-            "synthetic",
-            {"ms": r["ms"], "std_ms": r["std_ms"]},
-            device=r["device"],
-            profile="benchmark",
-            config={k: r[k] for k in ("family", "layer", "pass", "size")},
-        )
-        for r in rows
-    ]
-    path = records_path(Path(args.results_dir), "layers")
-    append_records(path, records)
+    keys = ("family", "layer", "pass", "size")
+    path, count = append_layer_records(
+        rows, "fourier", keys, ("ms", "std_ms"), keys, args.results_dir
+    )
     plot = Path(args.results_dir) / "tables" / "scaling_fourier.png"
     fourier_scaling(rows, plot)
-    print(f"\nwrote {len(records)} records to {path} and {plot}")
+    print(f"\nwrote {count} records to {path} and {plot}")
     return 0
 
 

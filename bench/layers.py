@@ -24,6 +24,37 @@ INVERSE_CONV_SHAPES = ((1, 28, 28), (4, 14, 14), (3, 32, 32), (12, 16, 16))
 INVERSE_CONV_SOLVERS = ("wavefront", "rows", "power_series")
 
 
+def append_layer_records(
+    rows: list[dict[str, Any]],
+    family: str,
+    name_keys: tuple[str, ...],
+    metric_keys: tuple[str, ...],
+    config_keys: tuple[str, ...],
+    results_dir,
+):
+    """Append one results/runs/layers.jsonl record per benchmark row, named
+    ``family/<name_keys...>``; returns the file path and the number of records."""
+    from pathlib import Path
+
+    from bench.results import append_records, make_record, records_path
+
+    records = [
+        make_record(
+            "layers",
+            "/".join([family, *(str(r[k]) for k in name_keys)]),
+            "synthetic",
+            {k: r[k] for k in metric_keys},
+            device=r["device"],
+            profile="benchmark",
+            config={k: r[k] for k in config_keys},
+        )
+        for r in rows
+    ]
+    path = records_path(Path(results_dir), "layers")
+    append_records(path, records)
+    return path, len(records)
+
+
 def random_unit_causal_kernel(c: int, k: int, device, dtype, scale: float = 0.05) -> torch.Tensor:
     """An Inverse-Flow kernel: random taps, unit lower triangular centre."""
     weight = scale * torch.randn(c, c, k, k, device=device, dtype=dtype)
