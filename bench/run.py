@@ -259,11 +259,21 @@ def fit_command(config: dict, args) -> dict[str, Any]:
     )
 
 
-def load_module(checkpoint: str | Path) -> FlowModule:
+def load_module(config: dict, checkpoint: str | Path) -> pl.LightningModule:
+    """The row's LightningModule (flow, classifier or DFM generator) from a checkpoint."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    return FlowModule.load_from_checkpoint(str(path), map_location="cpu")
+    return task_of(config)["module"].load_from_checkpoint(str(path), map_location="cpu")
+
+
+def require_flow(config: dict, command: str) -> None:
+    """`test` and `time` evaluate flows (BPD, sampling time); other rows are evaluated by fit."""
+    if task_of(config)["metric"] != "bpd":
+        raise ValueError(
+            f"'python -m bench {command}' evaluates flows; {config['row']!r} is a "
+            f"'{config.get('task')}' row, evaluated at the end of 'python -m bench fit'"
+        )
 
 
 def record_row(config: dict, args, metrics: dict, device: str, note: str = "", **extra) -> dict:
@@ -289,7 +299,8 @@ def best_checkpoint(config: dict, args) -> Path:
 
 def test_command(config: dict, args) -> dict[str, Any]:
     """Test-set BPD/NLL of a checkpoint (default: the row's best), appended as a record."""
-    module = load_module(best_checkpoint(config, args))
+    require_flow(config, "test")
+    module = load_module(config, best_checkpoint(config, args))
     datamodule, _ = build(config, args.data_dir)
     device = evaluation_device()
     metrics = evaluate_bpd(module.eval_flow(), datamodule.test_dataloader(), device)
@@ -299,8 +310,9 @@ def test_command(config: dict, args) -> dict[str, Any]:
 
 def time_command(config: dict, args) -> dict[str, Any]:
     """ST/FT of the row's model (from a checkpoint if given, else freshly initialised)."""
+    require_flow(config, "time")
     if args.checkpoint:
-        flow = load_module(args.checkpoint).eval_flow()
+        flow = load_module(config, args.checkpoint).eval_flow()
     else:
         _, module = build(config, args.data_dir)
         flow = module.flow
@@ -315,7 +327,7 @@ def fid_command(config: dict, args) -> dict[str, Any]:
 
     checkpoint = best_checkpoint(config, args)
     device = evaluation_device()
-    flow = load_module(checkpoint).eval_flow().to(device)
+    flow = load_module(config, checkpoint).eval_flow().to(device)
     datamodule, _ = build(config, args.data_dir)
     metrics = compute_fid(
         flow,

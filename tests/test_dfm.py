@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from models.flows.dfm import (
@@ -140,3 +141,44 @@ def test_dfm_fit_with_encoder_and_fid_interface(tmp_path):
 
     images = FlowSampler(gen)(torch.randn(3, gen.num_dims))
     assert images.shape == (3, 3, 8, 8) and images.dtype == torch.uint8
+
+
+def test_fid_command_loads_a_dfm_checkpoint(tmp_path):
+    """`python -m bench fid` restores the row's own module (here the DFM generator)."""
+    import json
+
+    import tests.test_fid  # noqa: F401  (registers the tiny feature extractor)
+    from bench.__main__ import main
+
+    _fit_dfm(
+        tmp_path,
+        "bench/configs/dfm_t5_2/dfm_cifar10.yaml",
+        shape=[3, 8, 8],
+        width=2,
+        depth=2,
+        latent=4,
+        decoder_hidden=[8],
+        encoder_hidden=[16],
+    )
+    assert (
+        main(
+            [
+                "fid",
+                "--config",
+                str(tmp_path / "row.yaml"),
+                "--results_dir",
+                str(tmp_path / "r"),
+                "--work_dir",
+                str(tmp_path / "o"),
+                "--num_samples",
+                "16",
+                "--feature_extractor",
+                "tiny-test",
+            ]
+        )
+        == 0
+    )
+    records = [json.loads(x) for x in (tmp_path / "r/runs/dfm_t5_2.jsonl").open()]
+    assert records[-1]["metrics"]["fid"] >= 0 and "16 samples" in records[-1]["note"]
+    with pytest.raises(ValueError, match="evaluates flows"):
+        main(["test", "--config", str(tmp_path / "row.yaml"), "--work_dir", str(tmp_path / "o")])
