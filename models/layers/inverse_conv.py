@@ -204,6 +204,10 @@ def solve_dense(y: Tensor, weight: Tensor) -> Tensor:
     return torch.linalg.solve(matrix, y.reshape(b, -1).T).T.reshape(b, c, h, w)
 
 
+# Solvers that take (y, weight); power_series instead keeps its inverse-kernel spectrum.
+DIRECT_SOLVERS = {"wavefront": solve_wavefront, "rows": solve_rows, "dense": solve_dense}
+
+
 class CausalSolve(torch.autograd.Function):
     """x = T^-1 y with exact gradients: dL/dy = T^-T g, dL/dW = -conv_weight_grad(x, u)."""
 
@@ -213,14 +217,8 @@ class CausalSolve(torch.autograd.Function):
         if solver == "power_series":
             state = inverse_kernel_spectrum(weight, y.shape[2], y.shape[3])
             x = apply_spectrum(y, state)
-        elif solver == "wavefront":
-            x = solve_wavefront(y, weight)
-        elif solver == "rows":
-            x = solve_rows(y, weight)
-        elif solver == "dense":
-            x = solve_dense(y, weight)
         else:
-            raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS}")
+            x = DIRECT_SOLVERS[solver](y, weight)
         ctx.solver, ctx.state = solver, state
         ctx.save_for_backward(x, weight)
         return x
@@ -233,9 +231,7 @@ class CausalSolve(torch.autograd.Function):
         if ctx.solver == "power_series":
             u = apply_spectrum(grad_x, ctx.state, adjoint=True)
         else:
-            solve = {"wavefront": solve_wavefront, "rows": solve_rows, "dense": solve_dense}[
-                ctx.solver
-            ]
+            solve = DIRECT_SOLVERS[ctx.solver]
             u = flip_all(solve(flip_all(grad_x), transposed_kernel(weight)))
         grad_w = None
         if ctx.needs_input_grad[1]:
