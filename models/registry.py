@@ -14,7 +14,17 @@ from functools import partial
 import torch
 from torch import nn
 
-from models.core import ElementwiseShift, Flow, GaussianSplit, Logit, Scale, Shift, Squeeze
+from models.core import (
+    ElementwiseShift,
+    FlattenLatent,
+    Flow,
+    GaussianSplit,
+    Logit,
+    Scale,
+    Shift,
+    Squeeze,
+    multiscale,
+)
 from models.flows.conf import conf
 from models.flows.glow import glow, realnvp
 from models.flows.iconvnet import iconvnet
@@ -180,6 +190,15 @@ def layer_examples() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]
     """Every invertible layer: name -> (factory, input shape (C, H, W) with H, W <= 8)."""
     return {
         "squeeze": (Squeeze, (2, 4, 6)),
+        "flatten_latent": (lambda: FlattenLatent((2, 3, 3)), (2, 3, 3)),
+        "multiscale_level": (
+            _example(
+                lambda: multiscale(
+                    (2, 4, 4), 2, lambda shape, level: [ActNorm(shape[0]), InvConv1x1(shape[0])]
+                )
+            ),
+            (2, 4, 4),
+        ),
         "scale": (lambda: Scale(1.0 / 256), (2, 3, 3)),
         "shift": (lambda: Shift(-0.5), (2, 3, 3)),
         "logit": (lambda: Logit(0.05), (2, 3, 3)),
