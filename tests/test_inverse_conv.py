@@ -12,7 +12,9 @@ from models.layers.inverse_conv import (
     InverseConv2d,
     causal_conv,
     causal_solve,
+    default_strips,
     dense_operator,
+    solve_rows,
 )
 from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.registry import count_params
@@ -48,6 +50,46 @@ def test_solvers_agree_with_wavefront(solver):
     y = torch.randn(4, 6, 9, 7)
     reference = causal_solve(y, weight, "wavefront")
     torch.testing.assert_close(causal_solve(y, weight, solver), reference, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("strips", [1, 2, 3, 100])
+@pytest.mark.parametrize("c", [1, 3, 8, 12])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_row_solver_in_strips_matches_dense_solve(strips, c, k):
+    """Strips of any width, also ones that do not divide W (7 columns in 2 or 3 strips) and
+    strips as narrow as the kernel allows (100 asks for one column; k - 1 is the minimum)."""
+    h, w = (5, 7) if c < 8 else (3, 7)
+    weight = random_causal_kernel(c, k)
+    y = torch.randn(2, c, h, w)
+    expected = torch.linalg.solve(dense_operator(weight, h, w), y.reshape(2, -1).T).T
+    x = solve_rows(y, weight, strips)
+    assert (x.reshape(2, -1) - expected).abs().max() / expected.abs().max() < 1e-10
+
+
+def test_row_solver_with_a_general_centre_and_strided_input():
+    """A centre tap that is not triangular (block lower triangular row operators), and an input
+    that is a strided view (a channel group of FInC's split)."""
+    weight = random_causal_kernel(4, 3)
+    weight[:, :, -1, -1] = torch.eye(4) + 0.3 * torch.randn(4, 4)
+    y = torch.randn(2, 8, 6, 9)[:, ::2]
+    expected = torch.linalg.solve(dense_operator(weight, 6, 9), y.reshape(2, -1).T).T
+    for strips in (1, 3):
+        x = solve_rows(y, weight, strips)
+        assert (x.reshape(2, -1) - expected).abs().max() / expected.abs().max() < 1e-10
+
+
+def test_default_strips_cut_only_wide_rows_on_cpu():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert default_strips(12, 16, cpu) == 4  # 192 values a row: strips of 48
+    assert default_strips(3, 32, cpu) == 1  # two strips would not pay
+    assert default_strips(12, 16, gpu) == 1  # GPUs: fewest steps
+
+
+def test_gradcheck_through_the_default_strips():
+    assert default_strips(3, 48, torch.device("cpu")) == 3
+    weight = random_causal_kernel(3, 2).requires_grad_()
+    y = torch.randn(1, 3, 2, 48, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: causal_solve(a, b, "rows"), (y, weight))
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

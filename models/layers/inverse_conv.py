@@ -16,7 +16,9 @@ in raster order (pixel blocks), so ``x = T^-1 y`` is a triangular solve. Exact s
   matrix product per frequency. Sequential depth O(log(H + W)) instead of H + W.
 - ``rows`` (default): one image row at a time. Row i obeys B_0 x_i = y_i - sum_r B_r x_{i-r}
   with B_r the (W C) x (W C) matrix of kernel row r; B_0 is (block) lower triangular, inverted
-  once per call (independent of the batch), so each of the H steps is one matrix product.
+  once per call (independent of the batch), so each of the H steps is one matrix product. On
+  CPUs wide rows are cut into strips solved as a pipeline (H + S - 1 steps): smaller products,
+  about Ws / W of the multiply-adds.
 - ``dense``: the explicit D x D matrix and `torch.linalg.solve` (reference, small images).
 
 Gradients of x = T^-1 y (`CausalSolve`): with g = dL/dx, u = T^-T g (an anti-causal solve:
@@ -116,33 +118,101 @@ def row_operators(weight: Tensor, w: int) -> Tensor:
     return torch.einsum("sij,rsab->riajb", shifts, taps).reshape(k, w * c, w * c)
 
 
-@torch.no_grad()
-def solve_rows(y: Tensor, weight: Tensor) -> Tensor:
-    """x = T^-1 y one image row at a time: H steps, each one matrix product.
+STRIP_VALUES = 48
 
-    Row i: B_0 x_i = y_i - sum_{r>=1} B_r x_{i-r}, with B_0 block lower triangular (a 1-D causal
-    conv along the row). With L = B_0^-1 (one triangular solve per call, independent of the
-    batch) and G_r = L B_r: x_i = L y_i - sum_r G_r x_{i-r}. y [B,C,H,W] -> x [B,C,H,W].
+
+def default_strips(channels: int, width: int, device: torch.device) -> int:
+    """Strips per row for `solve_rows`. On GPUs one (the fewest kernel launches per step). On
+    CPUs rows of at least three strips' worth of values are cut into strips of about
+    ``STRIP_VALUES`` values (Ws C): those products cost fewer flops than the full-row ones and
+    still run at BLAS speed; with two strips the saved flops do not pay for the halo copy and
+    the extra step (measured with ``python -m bench layers --device cpu``)."""
+    strips = width * channels // STRIP_VALUES
+    return strips if device.type == "cpu" and strips >= 3 else 1
+
+
+def strip_operators(weight: Tensor, strip_width: int, halo: bool) -> tuple[Tensor, Tensor]:
+    """(L_s, G) of one strip of ``strip_width`` columns, ordered (column, channel).
+
+    With B'_r the row operators (`row_operators`) on the strip and its k - 1 left neighbour
+    columns (the halo), split into own and halo columns: L_s = B'_0[own, own]^-1
+    [Ws C, Ws C] and G = L_s [B'_(k-1) .. B'_1 (rows i-k+1..i-1: halo and own columns),
+    B'_0 (row i: halo columns)]. Without ``halo`` (one strip: the left neighbour is zero
+    padding) G = L_s [B'_(k-1) .. B'_1][own, own] [Ws C, (k-1) Ws C].
+    """
+    c, k = weight.shape[0], weight.shape[-1]
+    ops = row_operators(weight, strip_width + k - 1)
+    left, own = slice(None, (k - 1) * c), slice((k - 1) * c, None)
+    eye = torch.eye(strip_width * c, dtype=weight.dtype, device=weight.device)
+    centre = weight[:, :, -1, -1]
+    if torch.equal(centre, centre.tril()):
+        inverse = torch.linalg.solve_triangular(ops[0][own, own], eye, upper=False)
+    else:  # a general invertible centre: the strip block is only block lower triangular
+        inverse = torch.linalg.solve(ops[0][own, own], eye)
+    columns = slice(None) if halo else own
+    inputs = [ops[r][own, columns] for r in range(k - 1, 0, -1)]
+    if halo:
+        inputs.append(ops[0][own, left])
+    if not inputs:  # a 1 x 1 kernel: no coupling
+        return inverse, inverse[:, :0]
+    return inverse, inverse @ torch.cat(inputs, dim=1)
+
+
+@torch.no_grad()
+def solve_rows(y: Tensor, weight: Tensor, strips: int | None = None) -> Tensor:
+    """x = T^-1 y row by row, each row in S strips run as a pipeline: H + S - 1 steps, each one
+    matrix product. y [B,C,H,W] -> x [B,C,H,W].
+
+    Row i obeys B_0 x_i = y_i - sum_{r>=1} B_r x_{i-r} (`row_operators`; B_0 is a causal 1-D
+    conv along the row). Cut the row into S strips of Ws columns (W padded on the right to
+    S Ws: causal, so padding never reaches a real column). Strip s of row i depends on rows
+    i-k+1..i-1 of itself and on the last k-1 columns of strip s-1 (its halo) in rows
+    i-k+1..i: x_(i,s) = L_s y_(i,s) - G u_(i,s) (`strip_operators`), u those inputs. L_s y is
+    one product for all rows up front. Strip s runs one step behind strip s-1, so at step t
+    every strip s solves its row t - s at once: copy the halo of row t - s from strip s-1
+    (solved at step t - 1), then one [B S, K] x [K, Ws C] product. S = 1 is the plain row
+    recurrence with dense [W C, W C] operators; more strips trade S - 1 extra steps for about
+    3 Ws C^2 instead of 3 W C^2 multiply-adds per pixel (``strips``: `default_strips`).
+
+    Storage z [S (+1), B, rows, halo + Ws C] is skewed: strip s keeps image row i in buffer row
+    i + s + k, so at step t every strip's inputs, rows t+1..t+k-1 and the halo of row t+k, are
+    one contiguous window just before its output, the own columns of row t+k. With halos a
+    zero strip 0 is the left neighbour of strip 1.
     """
     b, c, h, w = y.shape
     k = weight.shape[-1]
-    ops = row_operators(weight, w)
-    eye = torch.eye(w * c, dtype=y.dtype, device=y.device)
-    centre = weight[:, :, -1, -1]
-    if torch.equal(centre, centre.tril()):
-        row_inverse = torch.linalg.solve_triangular(ops[0], eye, upper=False)
-    else:  # a general invertible centre: B_0 is only block lower triangular
-        row_inverse = torch.linalg.solve(ops[0], eye)
-    rows = y.permute(0, 2, 3, 1).reshape(b, h, w * c)
-    solved = rows @ row_inverse.T  # L y_i for every row at once
-    if k == 1:
-        return solved.reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
-    coupling = torch.cat([(row_inverse @ ops[r]).T for r in range(k - 1, 0, -1)], dim=0)
-    x = y.new_zeros(b, h + k - 1, w * c)
-    for i in range(h):
-        previous = x[:, i : i + k - 1].reshape(b, (k - 1) * w * c)
-        x[:, i + k - 1] = torch.addmm(solved[:, i], previous, coupling, alpha=-1)
-    return x[:, k - 1 :].reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+    pad = k - 1
+    strips = strips or default_strips(c, w, y.device)
+    strip_width = max(math.ceil(w / strips), pad, 1)
+    strips = math.ceil(w / strip_width)
+    n, padded_width = strip_width * c, strips * strip_width
+    halo = pad * c if strips > 1 else 0
+    inverse, coupling = strip_operators(weight, strip_width, halo=halo > 0)
+    if padded_width > w:
+        y = F.pad(y, (0, padded_width - w))
+    strip_rows = y.unflatten(-1, (strips, strip_width)).permute(3, 0, 2, 4, 1)  # [S,B,H,Ws,C]
+    solved = strip_rows.reshape(-1, n) @ inverse.T  # L_s y for every row of every strip
+    first = 1 if halo else 0
+    z = y.new_zeros(first + strips, b, h + strips + pad, halo + n)
+    strip_stride, batch_stride, row_stride, _ = z.stride()
+    skewed = z.as_strided(
+        (strips, b, h, n),
+        (strip_stride + row_stride, batch_stride, row_stride, 1),
+        first * strip_stride + k * row_stride + halo,
+    )  # [strip s, batch, image row i] -> own columns of z[first + s, batch, i + s + k]
+    skewed.copy_(solved.view(strips, b, h, n))
+    del solved  # before the result is allocated: fewer fresh pages per call
+    coupling = coupling.T.neg()
+    window = pad * (halo + n) + halo
+    for t in range(h + strips - 1) if pad else ():
+        if halo:
+            z[first:, :, t + k, :halo].copy_(z[:-1, :, t + k - 1, -halo:])
+        inputs = z[first:, :, t + 1 : t + k + 1].flatten(2)[..., :window].flatten(0, 1)
+        z[first:, :, t + k, halo:].flatten(0, 1).addmm_(inputs, coupling)
+    x = y.new_empty(b, c, h, strips, strip_width)
+    x.copy_(skewed.unflatten(-1, (strip_width, c)).permute(1, 4, 2, 0, 3))
+    x = x.view(b, c, h, padded_width)
+    return x if padded_width == w else x[..., :w].contiguous()
 
 
 def inverse_kernel_spectrum(weight: Tensor, h: int, w: int) -> Tensor:
