@@ -204,11 +204,11 @@ def solve_rows(y: Tensor, weight: Tensor, strips: int | None = None) -> Tensor:
     del solved  # before the result is allocated: fewer fresh pages per call
     coupling = coupling.T.neg()
     window = pad * (halo + n) + halo
+    rows, left_rows = z[first:].flatten(0, 1), z[: first + strips - 1].flatten(0, 1)  # [S B, ..]
     for t in range(h + strips - 1) if pad else ():
         if halo:
-            z[first:, :, t + k, :halo].copy_(z[:-1, :, t + k - 1, -halo:])
-        inputs = z[first:, :, t + 1 : t + k + 1].flatten(2)[..., :window].flatten(0, 1)
-        z[first:, :, t + k, halo:].flatten(0, 1).addmm_(inputs, coupling)
+            rows[:, t + k, :halo].copy_(left_rows[:, t + k - 1, -halo:])
+        rows[:, t + k, halo:].addmm_(rows[:, t + 1 : t + k + 1].flatten(1)[:, :window], coupling)
     x = y.new_empty(b, c, h, strips, strip_width)
     x.copy_(skewed.unflatten(-1, (strip_width, c)).permute(1, 4, 2, 0, 3))
     x = x.view(b, c, h, padded_width)
