@@ -5,6 +5,10 @@ For each shape: conv2d (the sampling direction of Inverse-Flow and the density d
 FInC/CInC), each exact solver's solve T^-1 y (Inverse-Flow's density direction, FInC/CInC's
 sampling direction) and its backward (dL/dy and dL/dW from the custom autograd Function), and
 `torch.linalg.solve_triangular` with the explicit D x D matrix (built once, not timed).
+
+Each measurement is paired with a conv2d timing taken just before it, and its ratio is to that
+conv2d: on a shared machine whose speed drifts within seconds, a ratio of two timings taken
+minutes apart measures the drift as much as the method.
 """
 
 from __future__ import annotations
@@ -78,27 +82,29 @@ def _benchmark_shape(shape, device, batch, kernel_size, runs, solvers, dtype):
     c, h, w = shape
     weight = random_unit_causal_kernel(c, kernel_size, device, dtype)
     y = torch.randn(batch, *shape, device=device, dtype=dtype)
-    with torch.no_grad():
-        conv = time_call(partial(causal_conv, y, weight), device, runs)
-    rows = [_row(shape, "conv2d", "conv", conv, conv)]
+
+    def paired(method, what, call):
+        """One row: ``call`` timed right after a conv2d reference of its own."""
+        with torch.no_grad():
+            conv = time_call(partial(causal_conv, y, weight), device, runs)
+        return _row(shape, method, what, time_call(call, device, runs), conv)
+
+    rows = [paired("conv2d", "conv", partial(causal_conv, y, weight))]
     for solver in solvers:
         with torch.no_grad():
-            solve = time_call(partial(causal_solve, y, weight, solver), device, runs)
-        rows.append(_row(shape, solver, "solve", solve, conv))
+            rows.append(paired(solver, "solve", partial(causal_solve, y, weight, solver)))
         y_req = y.clone().requires_grad_()
         w_req = weight.clone().requires_grad_()
         x = causal_solve(y_req, w_req, solver)
         backward_pass = partial(
             torch.autograd.grad, x, (y_req, w_req), torch.randn_like(x), retain_graph=True
         )
-        rows.append(_row(shape, solver, "backward", time_call(backward_pass, device, runs), conv))
+        rows.append(paired(solver, "backward", backward_pass))
         log.info("%s %s done", shape, solver)
     matrix = dense_operator(weight, h, w)
     rhs = y.reshape(batch, -1).T.contiguous()
-    dense = time_call(
-        partial(torch.linalg.solve_triangular, matrix, rhs, upper=False), device, runs
-    )
-    rows.append(_row(shape, "dense_solve_triangular", "solve", dense, conv))
+    dense = partial(torch.linalg.solve_triangular, matrix, rhs, upper=False)
+    rows.append(paired("dense_solve_triangular", "solve", dense))
     return rows
 
 

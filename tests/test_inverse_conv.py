@@ -169,3 +169,28 @@ def test_selfnorm_training_gradient_uses_learned_inverse():
     # R initialised to the adjoint of a near-identity W: the surrogate is close to the truth.
     exact = torch.autograd.grad(layer.eval().exact_logdet(x), layer.weight)[0]
     assert (grad / 4 - exact).abs().max() < 0.2 * exact.abs().max()
+
+
+def test_layer_benchmark_pairs_every_method_with_its_own_conv2d(monkeypatch):
+    """`python -m bench layers` rows: every solver's solve and backward, conv2d and the dense
+    solve, each ratio taken to a conv2d timed just before it (not to one shared timing)."""
+    import bench.layers as layers
+
+    calls = []
+    real_time_call = layers.time_call
+
+    def recording_time_call(fn, device, runs):
+        timing = real_time_call(fn, device, runs)
+        calls.append(timing)
+        return timing
+
+    monkeypatch.setattr(layers, "time_call", recording_time_call)
+    rows = layers.benchmark_inverse_conv(batch=2, runs=2, shapes=((3, 4, 5),))
+    methods = {(r["method"], r["pass"]) for r in rows}
+    for solver in layers.INVERSE_CONV_SOLVERS:
+        assert {(solver, "solve"), (solver, "backward")} <= methods
+    assert {("conv2d", "conv"), ("dense_solve_triangular", "solve")} <= methods
+    assert len(calls) == 2 * len(rows)  # one conv2d reference per measurement
+    for row, (conv, measured) in zip(rows, zip(calls[::2], calls[1::2], strict=True), strict=True):
+        assert row["ms"] == measured.mean_ms
+        assert row["ratio_to_conv2d"] == measured.mean_ms / conv.mean_ms
