@@ -145,13 +145,15 @@ def layer_plots(records: list[dict], out_dir: Path) -> None:
     frame = frame.sort_values("ts").groupby(["device", "shape", "method", "pass"]).last()
     frame = frame.reset_index()
     devices = sorted(frame["device"].unique())
+    methods = sorted(set(frame["method"]) - {"conv2d"})
+    colours = dict(zip(methods, plt.get_cmap("tab10").colors, strict=False))
     fig, axes = plt.subplots(len(devices), 2, figsize=(11, 3.6 * len(devices)), squeeze=False)
     for i, device in enumerate(devices):
         for j, what in enumerate(("solve", "backward")):
             ax = axes[i][j]
             sub = frame[(frame["device"] == device) & (frame["pass"] == what)]
             table = sub.pivot(index="shape", columns="method", values="ratio")
-            table.plot.bar(ax=ax, logy=True, rot=0)
+            table.plot.bar(ax=ax, logy=True, rot=0, color=[colours[m] for m in table.columns])
             ax.axhline(1.0, color="k", lw=0.8)
             ax.set_ylabel("time / conv2d (log)")
             ax.set_title(f"{what}, {device}", fontsize=9)
