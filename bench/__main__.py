@@ -26,7 +26,8 @@ def _layers(args: argparse.Namespace) -> int:
     print(f"device: {rows[0]['device']}, batch {args.batch}, k=3, float32")
     print("time in ms")
     print(ms.round(3).to_string())
-    print("\nratio to conv2d of the same shape (lower is better)")
+    print("\nratio to conv2d of the same shape (lower is better), each to a conv2d timed just")
+    print("before it; conv2d's own row is two conv2d timings apart: the machine's drift")
     print(table.round(2).to_string())
     path, count = append_layer_records(
         rows,
