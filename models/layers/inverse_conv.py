@@ -107,15 +107,23 @@ def solve_wavefront(y: Tensor, weight: Tensor) -> Tensor:
     return xpad[:, :, k - 1 :, k - 1 :].contiguous()
 
 
+@lru_cache(maxsize=64)
+def _tap_index(w: int, k: int, device: str) -> Tensor:
+    """[w, w]: the tap s2 = j - j' that links column j' to column j in a row operator, or k (a
+    zero tap) where 0 <= j - j' < k does not hold."""
+    j = torch.arange(w, device=device)
+    shift = j[:, None] - j[None, :]
+    return torch.where((shift >= 0) & (shift < k), shift, k)
+
+
 def row_operators(weight: Tensor, w: int) -> Tensor:
     """Row matrices B_r [k, (w C), (w C)], r = 0..k-1, ordered (column j, channel c): the part
-    of T that maps image row i - r to row i, ``B_r = sum_s2 shift(s2) kron A_(r, s2)``."""
+    of T that maps image row i - r to row i, ``B_r[(j, .), (j - s2, .)] = A_(r, s2)``."""
     c, k = weight.shape[0], weight.shape[-1]
     taps = weight.flip(2, 3).permute(2, 3, 0, 1)  # [r, s2, C, C] = A_(r, s2)
-    shifts = torch.stack(
-        [torch.diag(weight.new_ones(max(w - s2, 0)), -s2)[:w, :w] for s2 in range(k)]
-    )  # [s2, w, w], shift(s2)[j, j - s2] = 1
-    return torch.einsum("sij,rsab->riajb", shifts, taps).reshape(k, w * c, w * c)
+    taps = torch.cat([taps, taps.new_zeros(k, 1, c, c)], dim=1)  # s2 = k: zero
+    blocks = taps[:, _tap_index(w, k, str(weight.device))]  # [r, j, j', C, C]
+    return blocks.permute(0, 1, 3, 2, 4).reshape(k, w * c, w * c)
 
 
 STRIP_VALUES = 48
@@ -141,21 +149,20 @@ def strip_operators(weight: Tensor, strip_width: int, halo: bool) -> tuple[Tenso
     padding) G = L_s [B'_(k-1) .. B'_1][own, own] [Ws C, (k-1) Ws C].
     """
     c, k = weight.shape[0], weight.shape[-1]
+    n = strip_width * c
     ops = row_operators(weight, strip_width + k - 1)
     left, own = slice(None, (k - 1) * c), slice((k - 1) * c, None)
-    eye = torch.eye(strip_width * c, dtype=weight.dtype, device=weight.device)
+    columns = slice(None) if halo else own
+    rhs = [torch.eye(n, dtype=weight.dtype, device=weight.device)]
+    rhs += [ops[r][own, columns] for r in range(k - 1, 0, -1)]
+    if halo:
+        rhs.append(ops[0][own, left])
     centre = weight[:, :, -1, -1]
     if torch.equal(centre, centre.tril()):
-        inverse = torch.linalg.solve_triangular(ops[0][own, own], eye, upper=False)
+        solved = torch.linalg.solve_triangular(ops[0][own, own], torch.cat(rhs, 1), upper=False)
     else:  # a general invertible centre: the strip block is only block lower triangular
-        inverse = torch.linalg.solve(ops[0][own, own], eye)
-    columns = slice(None) if halo else own
-    inputs = [ops[r][own, columns] for r in range(k - 1, 0, -1)]
-    if halo:
-        inputs.append(ops[0][own, left])
-    if not inputs:  # a 1 x 1 kernel: no coupling
-        return inverse, inverse[:, :0]
-    return inverse, inverse @ torch.cat(inputs, dim=1)
+        solved = torch.linalg.solve(ops[0][own, own], torch.cat(rhs, 1))
+    return solved[:, :n], solved[:, n:]
 
 
 @torch.no_grad()
