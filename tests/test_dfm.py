@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.flows.dfm import (
+from models.generators.dfm import (
     FourierGenerator,
     FourierImage,
     FourierNet,
@@ -137,7 +137,7 @@ def test_dfm_fit_with_encoder_and_fid_interface(tmp_path):
     gen = FourierGenerator(
         (3, 8, 8), width=2, depth=2, latent=4, decoder_hidden=(8,), encoder_hidden=(16,)
     )
-    from bench.fid import FlowSampler
+    from bench.evaluators.fid import FlowSampler
 
     images = FlowSampler(gen)(torch.randn(3, gen.num_dims))
     assert images.shape == (3, 3, 8, 8) and images.dtype == torch.uint8

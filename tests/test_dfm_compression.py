@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench import dfm
+from bench.experiments import dfm_compression as dfm
 
 
 def test_compression_of_a_64x64_crop_is_measured_against_jpeg(tmp_path):

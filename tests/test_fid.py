@@ -9,7 +9,7 @@ import torch_fidelity
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from bench import fid
+from bench.evaluators import fid
 from datamodules import make_datamodule
 from models.flows.glow import glow
 

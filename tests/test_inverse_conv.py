@@ -176,7 +176,7 @@ def test_selfnorm_training_gradient_uses_learned_inverse():
 def test_layer_benchmark_pairs_every_method_with_its_own_conv2d(monkeypatch):
     """`python -m bench layers` rows: every solver's solve and backward, conv2d and the dense
     solve, each ratio taken to a conv2d timed just before it (not to one shared timing)."""
-    import bench.layers as layers
+    import bench.experiments.layer_bench as layers
 
     calls = []
     real_time_call = layers.time_call

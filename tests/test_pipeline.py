@@ -12,9 +12,9 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from bench import results as results_mod
-from bench.module import FlowModule, NonFiniteLossError
-from bench.results import RECORD_KEYS, append_records, make_record
+from bench import records as results_mod
+from bench.records import RECORD_KEYS, append_records, make_record
+from bench.tasks import FlowTask, NonFiniteLossError
 from datamodules import make_datamodule
 
 SMALL_GLOW = {"input_shape": (1, 8, 8), "levels": 2, "steps": 2, "width": 16}
@@ -59,7 +59,7 @@ class LossRecorder(pl.Callback):
 
 def test_fit_decreases_bpd_on_synthetic_data(tmp_path):
     pl.seed_everything(0)
-    module = FlowModule("glow_mnist", SMALL_GLOW, lr=3e-3, num_samples=4)
+    module = FlowTask("glow_mnist", SMALL_GLOW, lr=3e-3, num_samples=4)
     recorder = LossRecorder()
     trainer(tmp_path, max_steps=60, callbacks=[recorder]).fit(module, datamodule=synthetic())
     losses = list(recorder.losses.values())
@@ -70,7 +70,7 @@ def test_fit_decreases_bpd_on_synthetic_data(tmp_path):
 def test_resume_gives_the_same_next_step_loss(tmp_path):
     def run(directory, epochs, ckpt=None):
         pl.seed_everything(0)
-        module = FlowModule("glow_mnist", SMALL_GLOW, lr=1e-3, num_samples=0)
+        module = FlowTask("glow_mnist", SMALL_GLOW, lr=1e-3, num_samples=0)
         recorder = LossRecorder()
         checkpoint = pl.callbacks.ModelCheckpoint(dirpath=directory, save_last=True)
         t = trainer(directory, max_epochs=epochs, callbacks=[recorder, checkpoint])
@@ -87,7 +87,7 @@ def test_resume_gives_the_same_next_step_loss(tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
-    module = FlowModule("glow_mnist", SMALL_GLOW, num_samples=0)
+    module = FlowTask("glow_mnist", SMALL_GLOW, num_samples=0)
     monkeypatch.setattr(module.flow, "log_prob", lambda x: torch.full((len(x),), float("nan")))
     with pytest.raises(NonFiniteLossError, match="non-finite training loss.*last good checkpoint"):
         trainer(tmp_path, max_steps=5).fit(module, datamodule=synthetic())
@@ -95,7 +95,7 @@ def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
 
 def test_auxiliary_loss_hook_is_added_to_the_loss():
     pl.seed_everything(0)
-    module = FlowModule("snf_mnist_linear9", {"input_shape": (1, 8, 8), "layers": 3, "blocks": 3})
+    module = FlowTask("snf_mnist_linear9", {"input_shape": (1, 8, 8), "layers": 3, "blocks": 3})
     module.train()
     x = synthetic().dataset("train").images[:4].float()
     loss = module.training_step((x, None), 0)
@@ -108,9 +108,9 @@ def test_auxiliary_loss_hook_is_added_to_the_loss():
 
 def test_ema_weights_are_used_for_evaluation(tmp_path):
     pl.seed_everything(0)
-    module = FlowModule("glow_mnist", SMALL_GLOW, lr=3e-3, ema_decay=0.9, num_samples=0)
+    module = FlowTask("glow_mnist", SMALL_GLOW, lr=3e-3, ema_decay=0.9, num_samples=0)
     trainer(tmp_path, max_steps=5).fit(module, datamodule=synthetic())
-    assert module.eval_flow() is module.ema.module
+    assert module.eval_model() is module.ema.module
     flow_params = dict(module.flow.named_parameters())
     diffs = [(p - flow_params[n]).abs().max() for n, p in module.ema.module.named_parameters()]
     assert max(diffs) > 0
@@ -174,16 +174,16 @@ def test_cli_fit_then_test_then_time_append_records(tmp_path):
     assert cli("test", *common) == 0
     assert cli("time", *common) == 0
     records = read_records(tmp_path / "results" / "runs" / "pipeline_test.jsonl")
+    timing = [f"{p}_{s}" for p in ("st", "ft") for s in ("ms", "std", "median", "iqr")]
     assert [sorted(r["metrics"]) for r in records] == [
-        sorted(
-            ["bpd", "nll", "params_m", "st_ms", "st_std", "ft_ms", "ft_std", "st_per_sample_ms"]
-        ),
+        sorted(["bpd", "nll", "params_m", *timing, "st_per_sample_ms"]),
         sorted(["bpd", "nll", "params_m"]),
-        sorted(["st_ms", "st_std", "ft_ms", "ft_std", "params_m", "st_per_sample_ms"]),
+        sorted([*timing, "params_m", "st_per_sample_ms"]),
     ]
     for record in records:
         check_record(record)
     assert records[0]["steps"] == 12 and records[0]["profile"] == "paper"
+    assert records[0]["step_tested"] == records[1]["step_tested"] <= 12
     assert records[0]["command"] == "python -m bench fit " + " ".join(common)
     assert records[2]["command"].startswith("python -m bench time --config")
     assert (
@@ -237,7 +237,7 @@ def test_results_append_is_atomic(tmp_path, monkeypatch):
 def test_wandb_failure_falls_back_to_csv(tmp_path, monkeypatch):
     import pytorch_lightning.loggers as loggers
 
-    from bench.run import make_logger
+    from bench.experiments.row import make_logger
 
     config = {"table": "t", "config_path": "x.yaml", "profile": "demo", "wandb": {}}
     assert isinstance(make_logger(config, tmp_path), loggers.CSVLogger)  # disabled in tests
@@ -257,7 +257,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 def test_fashion_mnist_integration_small_glow(tmp_path):
     """python -m bench fit of a small Glow on the real Fashion-MNIST files, a few hundred steps."""
     from bench.config import load_config
-    from bench.run import build
+    from bench.experiments.row import build
 
     config_path = Path("bench/configs/inverse_flow_t2/glow_mnist_small.yaml")
     overrides = [

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.report import PUBLISHED_COLUMNS, load_published, load_records, report
+from bench.records import PUBLISHED_COLUMNS, load_published, load_records
+from bench.report.tables import report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,7 @@ def results(tmp_path):
 
 
 def test_synthetic_records_render_to_expected_markdown(results):
-    out = report(results, plots=False)
+    out = report(results, with_plots=False)
     markdown = out["tables"]["toy_t1"].markdown
     expected_rows = [
         "| Method | BPD paper | BPD ours | ST (ms) paper | ST (ms) ours | ST / Fast paper | "
@@ -92,7 +93,7 @@ def test_synthetic_records_render_to_expected_markdown(results):
 
 
 def test_malformed_records_are_reported_with_file_and_line(results):
-    out = report(results, plots=False)
+    out = report(results, with_plots=False)
     assert len(out["problems"]) == 2
     assert "toy_t1.jsonl:2: skipped malformed record" in out["problems"][0]
     assert "toy_t1.jsonl:3: skipped malformed record" in out["problems"][1]
@@ -101,7 +102,7 @@ def test_malformed_records_are_reported_with_file_and_line(results):
 
 def test_rows_with_a_config_but_no_record_read_not_run(tmp_path):
     shutil.copytree(ROOT / "results" / "published", tmp_path / "published")
-    out = report(tmp_path, plots=False)
+    out = report(tmp_path, with_plots=False)
     markdown = out["tables"]["inverse_flow_t2"].markdown
     assert "| Inverse-Flow | 0.620 | not run |" in markdown
     assert "Woodbury" in out["tables"]["inverse_flow_t5"].markdown
@@ -114,3 +115,31 @@ def test_report_is_deterministic_including_plots(results):
     second = {p.name: p.read_bytes() for p in (results / "tables").iterdir()}
     assert first == second
     assert "toy_t1_timing.png" in first
+
+
+def test_committed_records_regenerate_the_committed_tables(tmp_path):
+    """The report of results/runs reproduces results/tables (md, csv, tex) byte for byte: a
+    change to the report or the records module that moves a cell fails here."""
+    for folder in ("published", "runs"):
+        shutil.copytree(ROOT / "results" / folder, tmp_path / folder)
+    out = report(tmp_path, with_plots=False)
+    assert out["tables"] and not out["problems"]
+    for table in out["tables"]:
+        for suffix in (".md", ".csv", ".tex"):
+            committed = ROOT / "results" / "tables" / f"{table}{suffix}"
+            regenerated = tmp_path / "tables" / f"{table}{suffix}"
+            assert regenerated.read_text() == committed.read_text(), committed.name
+
+
+def test_report_removes_what_it_no_longer_writes_and_keeps_other_commands_files(results):
+    tables = results / "tables"
+    tables.mkdir()
+    stale = [tables / name for name in ("old_t9.md", "old_t9.csv", "old_t9.tex")]
+    stale += [tables / "old_t9_params_bpd.png", tables / "toy_t1_curves.png"]
+    kept = [tables / "scaling_fourier.png", tables / "dfm_compression_examples.png"]
+    for path in stale + kept:
+        path.write_text("old")
+    out = report(results)
+    assert sorted(out["removed"]) == sorted(stale)
+    assert all(path.is_file() for path in kept)
+    assert (tables / "toy_t1.md").is_file() and (tables / "toy_t1_timing.png").is_file()

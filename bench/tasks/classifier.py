@@ -1,19 +1,17 @@
-"""`ClassifierModule`: trains a `models.classifiers.CLASSIFIERS` network with cross-entropy and
+"""`ClassifierTask`: trains a `models.classifiers.CLASSIFIERS` network with cross-entropy and
 torchmetrics accuracy (the classification tables). Augmentation as in i-ConvNet's training:
 random horizontal flips and random translations of up to 2 pixels."""
 
 from __future__ import annotations
 
-from functools import partial
+from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from bench.module import schedule_factor
+from bench.tasks.base import Task
 from models.classifiers import CLASSIFIERS
-from models.registry import count_params
 
 
 def augment(x: torch.Tensor, shift: int = 2) -> torch.Tensor:
@@ -26,34 +24,33 @@ def augment(x: torch.Tensor, shift: int = 2) -> torch.Tensor:
     return padded[:, :, shift + dy : shift + dy + h, shift + dx : shift + dx + w]
 
 
-class ClassifierModule(pl.LightningModule):
-    """Cross-entropy training; logs train/loss, val/acc, test/acc (percent)."""
+class ClassifierTask(Task):
+    """Cross-entropy training; logs train/loss, val/acc, test/acc; records accuracy in percent.
+
+    Args:
+        model: a `models.classifiers.CLASSIFIERS` name; ``model_kwargs`` go to its constructor.
+        num_classes: output classes.
+        augment: random flips and 2-pixel translations during training.
+        **optim: `Task`'s optimizer, schedule and seed.
+    """
+
+    monitor, mode, metric = "val/acc", "max", "accuracy"
 
     def __init__(
         self,
         model: str,
         model_kwargs: dict | None = None,
         num_classes: int = 10,
-        lr: float = 0.1,
-        optimizer: str = "sgd",
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        warmup_steps: int = 0,
-        schedule: str = "cosine",
-        total_steps: int | None = None,
         augment: bool = True,
-        seed: int = 0,
+        **optim,
     ):
-        super().__init__()
+        super().__init__(**optim)
         if model not in CLASSIFIERS:
             raise ValueError(f"unknown classifier {model!r}; see models.classifiers.CLASSIFIERS")
         self.save_hyperparameters()
         self.net = CLASSIFIERS[model](**(model_kwargs or {}))
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-
-    def params_m(self) -> float:
-        return count_params(self.net) / 1e6
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -73,28 +70,5 @@ class ClassifierModule(pl.LightningModule):
         self.test_acc.update(self.net(x), y)
         self.log("test/acc", self.test_acc, batch_size=len(x))
 
-    def configure_optimizers(self):
-        hp = self.hparams
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(
-                self.net.parameters(),
-                lr=hp.lr,
-                momentum=hp.momentum,
-                weight_decay=hp.weight_decay,
-                nesterov=True,
-            )
-        else:
-            optimizer = torch.optim.Adam(
-                self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay
-            )
-        factor = partial(
-            schedule_factor,
-            warmup=hp.warmup_steps,
-            total=hp.total_steps,
-            cosine=hp.schedule == "cosine",
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+    def record_metrics(self, results: dict[str, float], context: dict[str, Any]) -> dict:
+        return {"accuracy": 100.0 * float(results["test/acc"]), "params_m": self.params_m()}

@@ -15,11 +15,18 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
-from bench.timing import Timing, device_name, time_call
+from bench.evaluators.timing import Timing, device_name, time_call
+from bench.records import append_records, make_record, records_path
+from bench.report.plots import fourier_scaling
+from models.core import dense_matrix
+from models.layers.circulant import CirculantDiagonal
+from models.layers.fourier import CircularConv2d, SymmetricConv2d
 from models.layers.inverse_conv import causal_conv, causal_solve, dense_operator
 
 log = logging.getLogger(__name__)
@@ -38,10 +45,6 @@ def append_layer_records(
 ):
     """Append one results/runs/layers.jsonl record per benchmark row, named
     ``family/<name_keys...>``; returns the file path and the number of records."""
-    from pathlib import Path
-
-    from bench.results import append_records, make_record, records_path
-
     records = [
         make_record(
             "layers",
@@ -162,9 +165,6 @@ def benchmark_fourier(
 ) -> list[dict[str, Any]]:
     """CDFlow's layer against the dense C x C route and a 1x1 conv (channel sweep, 8x8 images),
     and the FFT/DCT convolutions against the dense (H W) x (H W) route (spatial sweep, C = 1)."""
-    from models.layers.circulant import CirculantDiagonal
-    from models.layers.fourier import CircularConv2d, SymmetricConv2d
-
     rows: list[dict[str, Any]] = []
     with torch.no_grad():
         for c in channels:
@@ -210,8 +210,6 @@ def benchmark_fourier(
                     device,
                 )
             if n * n <= MAX_DENSE_DIMS:
-                from models.core import dense_matrix
-
                 circular = CircularConv2d(1, 3).to(device)
                 matrix = dense_matrix(partial(_output_of, circular), (1, n, n), x)
                 rhs = x.reshape(batch, -1).T.contiguous()
@@ -255,3 +253,45 @@ def crossovers(rows: list[dict[str, Any]]) -> list[str]:
                 f"dense/{fast} = {ratio:.1f}x at {largest}"
             )
     return lines
+
+
+def run_inverse_conv(device: str, batch: int, runs: int, results_dir) -> None:
+    """`python -m bench layers --family inverse_conv`: time, print, append records."""
+    rows = benchmark_inverse_conv(device=device, batch=batch, runs=runs)
+    frame = pd.DataFrame(rows)
+    table = frame.pivot_table(
+        index=["shape", "method"], columns="pass", values="ratio_to_conv2d", sort=False
+    )
+    ms = frame.pivot_table(index=["shape", "method"], columns="pass", values="ms", sort=False)
+    print(f"device: {rows[0]['device']}, batch {batch}, k=3, float32")
+    print("time in ms")
+    print(ms.round(3).to_string())
+    print("\nratio to conv2d of the same shape (lower is better), each to a conv2d timed just")
+    print("before it; conv2d's own row is two conv2d timings apart: the machine's drift")
+    print(table.round(2).to_string())
+    path, count = append_layer_records(
+        rows,
+        "inverse_conv",
+        ("method", "pass", "shape"),
+        ("ms", "std_ms", "ratio_to_conv2d"),
+        ("shape", "method", "pass", "batch", "kernel_size"),
+        results_dir,
+    )
+    print(f"\nwrote {count} records to {path}")
+
+
+def run_fourier(device: str, runs: int, results_dir) -> None:
+    """`python -m bench layers --family fourier`: time, print, append records, plot."""
+    rows = benchmark_fourier(device=device, runs=runs)
+    frame = pd.DataFrame(rows)
+    table = frame.pivot_table(index=["family", "size"], columns=["layer", "pass"], values="ms")
+    print(f"device: {rows[0]['device']}; time in ms")
+    print(table.round(4).to_string())
+    print()
+    for line in crossovers(rows):
+        print(line)
+    keys = ("family", "layer", "pass", "size")
+    path, count = append_layer_records(rows, "fourier", keys, ("ms", "std_ms"), keys, results_dir)
+    plot = Path(results_dir) / "tables" / "scaling_fourier.png"
+    fourier_scaling(rows, plot)
+    print(f"\nwrote {count} records to {path} and {plot}")

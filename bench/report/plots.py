@@ -3,6 +3,7 @@ count vs BPD, BPD training curves from the records, and layer-benchmark ratios."
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,16 +13,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.report import pick_record, published_value, unit_scale  # noqa: E402
+from bench.records import pick_record, published_value, unit_scale, write_atomic  # noqa: E402
 
 PNG_METADATA = {"Software": None}  # byte-identical output for the same records
+# The per-table plots, named <table>_<kind>.png; the report removes those it no longer writes.
+TABLE_PLOTS = ("timing", "params_bpd", "curves")
 
 
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_figure(fig, path: Path) -> Path:
+    """Render ``fig`` to PNG and write it atomically (`bench.records.write_atomic`)."""
+    buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=PNG_METADATA)
+    fig.savefig(buffer, format="png", dpi=110, metadata=PNG_METADATA)
     plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+    return path
 
 
 def _published(pub: pd.DataFrame, row: str, metric: str) -> tuple[float, float]:
@@ -33,10 +39,10 @@ def _published(pub: pd.DataFrame, row: str, metric: str) -> tuple[float, float]:
     return value * unit_scale(unit), (std or 0.0) * unit_scale(unit)
 
 
-def timing_bars(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> None:
+def timing_bars(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> Path | None:
     metrics = [m for m in ("st_ms", "ft_ms") if m in set(pub["metric"])]
     if not metrics:
-        return
+        return None
     rows = list(dict.fromkeys(pub["row"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -65,14 +71,14 @@ def timing_bars(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Pat
         ax.set_ylabel(f"{metric.split('_')[0].upper()} (ms, log scale)")
         ax.legend(fontsize=8)
     fig.suptitle(f"{table}: sampling (ST) and forward (FT) time", fontsize=10)
-    _save(fig, out_dir / f"{table}_timing.png")
+    return save_figure(fig, out_dir / f"{table}_timing.png")
 
 
-def params_vs_bpd(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> None:
+def params_vs_bpd(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> Path | None:
     if not {"bpd", "params_m"} <= set(pub["metric"]) and not any(
         {"bpd", "params_m"} <= set(r.get("metrics", {})) for r in records
     ):
-        return
+        return None
     fig, ax = plt.subplots(figsize=(5.5, 4))
     rows = list(dict.fromkeys([*pub["row"], *(r["row"] for r in records)]))
     for row in rows:
@@ -95,13 +101,13 @@ def params_vs_bpd(table: str, pub: pd.DataFrame, records: list[dict], out_dir: P
     ax.set_xlabel("parameters (M, log scale)")
     ax.set_ylabel("test BPD")
     ax.set_title(f"{table}: parameters vs BPD (o paper, x ours)", fontsize=10)
-    _save(fig, out_dir / f"{table}_params_bpd.png")
+    return save_figure(fig, out_dir / f"{table}_params_bpd.png")
 
 
-def training_curves(table: str, records: list[dict], out_dir: Path) -> None:
+def training_curves(table: str, records: list[dict], out_dir: Path) -> Path | None:
     curves = [r for r in records if r.get("curve", {}).get("train_step")]
     if not curves:
-        return
+        return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for record in sorted(curves, key=lambda r: (r["row"], r.get("timestamp") or "")):
         curve = record["curve"]
@@ -113,21 +119,25 @@ def training_curves(table: str, records: list[dict], out_dir: Path) -> None:
     ax.set_ylabel("BPD (line: train, dots: validation)")
     ax.set_title(f"{table}: training curves", fontsize=10)
     ax.legend(fontsize=7)
-    _save(fig, out_dir / f"{table}_curves.png")
+    return save_figure(fig, out_dir / f"{table}_curves.png")
 
 
-def table_plots(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> None:
+def table_plots(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> list[Path]:
+    """Every `TABLE_PLOTS` kind that has data; returns the paths written."""
     measured = [r for r in records if r.get("status") != "skipped"]
-    timing_bars(table, pub, measured, out_dir)
-    params_vs_bpd(table, pub, measured, out_dir)
-    training_curves(table, measured, out_dir)
+    written = (
+        timing_bars(table, pub, measured, out_dir),
+        params_vs_bpd(table, pub, measured, out_dir),
+        training_curves(table, measured, out_dir),
+    )
+    return [path for path in written if path is not None]
 
 
-def layer_plots(records: list[dict], out_dir: Path) -> None:
+def layer_plots(records: list[dict], out_dir: Path) -> list[Path]:
     """Inverse-conv benchmark: ratio to conv2d per shape and method, one panel per pass."""
     rows = [r for r in records if r["row"].startswith("inverse_conv/")]
     if not rows:
-        return
+        return []
     parsed = []
     for r in rows:
         _, method, what, shape = r["row"].split("/")
@@ -158,10 +168,10 @@ def layer_plots(records: list[dict], out_dir: Path) -> None:
             ax.set_ylabel("time / conv2d (log)")
             ax.set_title(f"{what}, {device}", fontsize=9)
             ax.legend(fontsize=7)
-    _save(fig, out_dir / "layers_inverse_conv.png")
+    return [save_figure(fig, out_dir / "layers_inverse_conv.png")]
 
 
-def fourier_scaling(rows: list[dict], path: Path) -> None:
+def fourier_scaling(rows: list[dict], path: Path) -> Path:
     """Log-log time against size: structured (N log N) vs dense (N^3) routes."""
     frame = pd.DataFrame(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -186,4 +196,4 @@ def fourier_scaling(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("time (ms, log)")
         ax.legend(fontsize=7)
     fig.suptitle(f"Fourier-domain layers vs dense routes ({frame['device'].iloc[0]})", fontsize=10)
-    _save(fig, path)
+    return save_figure(fig, path)

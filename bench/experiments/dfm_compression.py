@@ -25,7 +25,10 @@ from torchmetrics.functional.image import (
 )
 from tqdm.auto import tqdm
 
-from models.flows.dfm import FourierImage, pixel_grid
+from bench.evaluators.timing import device_name
+from bench.records import append_records, make_record, records_path
+from bench.report.plots import plt, save_figure
+from models.generators.dfm import FourierImage, pixel_grid
 from models.registry import count_params
 
 BUNDLED_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -169,8 +172,6 @@ def comparison_figure(
     results: list[CompressionResult], originals: dict[str, np.ndarray], path: Path
 ) -> None:
     """Original / Fourier Net / JPEG of the same size, one row per photo (best PSNR config)."""
-    from bench.plots import _save, plt
-
     best = {}
     for r in results:
         if r.photo not in best or r.psnr > best[r.photo].psnr:
@@ -190,7 +191,7 @@ def comparison_figure(
             ax.imshow(img)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def results_table(results: list[CompressionResult]) -> str:
@@ -225,8 +226,6 @@ def run_compression(
     **overrides,
 ) -> list[CompressionResult]:
     """The compression sweep of a profile on the photos; appends records, writes the figure."""
-    from bench.results import append_records, make_record, records_path
-
     settings = {**COMPRESSION_PROFILES[profile], **overrides}
     results, originals = [], {}
     for photo in tqdm(photos, desc="photos"):
@@ -257,14 +256,14 @@ def run_compression(
             f"{r.photo} w{r.width} d{r.depth}",
             "photos",
             metrics,
-            device=device,
+            device=device_name(device),
             profile=profile,
             steps=settings["steps"],
             config={**settings, "photo": r.photo},
-        )
-        record["note"] = (
-            f"{settings['crop']}x{settings['crop']} centre crop; JPEG quality "
-            f"{r.jpeg_quality} at {r.jpeg_bytes} B vs {r.params * 4} B"
+            note=(
+                f"{settings['crop']}x{settings['crop']} centre crop; JPEG quality "
+                f"{r.jpeg_quality} at {r.jpeg_bytes} B vs {r.params * 4} B"
+            ),
         )
         records.append(record)
     if records:

@@ -12,129 +12,28 @@ Malformed record lines are reported with file and line number and skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.config import CONFIG_DIR, PROFILE_RANK, read_yaml
-from bench.results import write_atomic
+from bench.catalog import row_configs, table_meta
+from bench.config import CONFIG_DIR, read_yaml
+from bench.records import (
+    METRICS,
+    load_published,
+    load_records,
+    pick_record,
+    published_value,
+    unit_scale,
+    write_atomic,
+)
+from bench.report import plots
 
 log = logging.getLogger(__name__)
-
-PUBLISHED_COLUMNS = ["paper", "table", "row", "dataset", "metric", "value", "std", "unit", "note"]
-METRIC_LABELS = {
-    "bpd": "BPD",
-    "nll": "NLL",
-    "st_ms": "ST (ms)",
-    "ft_ms": "FT (ms)",
-    "params_m": "Param (M)",
-    "fid": "FID",
-    "accuracy": "Acc (%)",
-    "mse": "MSE",
-    "compression_pct": "Size (%)",
-    "psnr": "PSNR (dB)",
-    "jpeg_psnr": "JPEG PSNR (dB)",
-    "ssim": "SSIM",
-    "jpeg_ssim": "JPEG SSIM",
-}
-STD_OF = {"st_ms": "st_std", "ft_ms": "ft_std"}
-TITLES = {
-    "inverse_flow_t2": "Inverse-Flow Table 2: MNIST, L=2, K=4",
-    "inverse_flow_t3": "Inverse-Flow Table 3: MNIST, L=2, K=16",
-    "inverse_flow_t4": "Inverse-Flow Table 4: 9-layer linear flows on MNIST",
-    "inverse_flow_t5": "Inverse-Flow Table 5: CIFAR-10, L=2, K=4",
-    "inverse_flow_t6": "Inverse-Flow Table 6: CIFAR-10, L=2, K=16",
-    "inverse_flow_classifier": "Inverse-Flow: MNIST classifier with inverse convolutions",
-    "iconvnet_t1": "i-ConvNet Table 1: path to invertibility (CIFAR-10 accuracy)",
-    "iconvnet_t2": "i-ConvNet Table 2: CIFAR-10 bits per dimension",
-    "dfm_t5_2": "Deep Fourier Machines Table 5.2: CIFAR-10 FID",
-    "convflow_mnist": "Other registry flows on MNIST (no published cells)",
-    "dfm_mnist": "Deep Fourier Machines on MNIST (no published cells)",
-    "dfm_compression": "Deep Fourier Machines: image compression against JPEG of the same size",
-    "cdflow_t2_cifar10": "CDFlow Table 2, CIFAR-10 column: parameters and test BPD",
-    "cdflow_t2_imagenet32": "CDFlow Table 2, ImageNet32 column: parameters and test BPD",
-    "cdflow_t2_galaxy": "CDFlow Table 2, Galaxy column: parameters and test BPD",
-}
-
-
-@dataclass
-class Records:
-    """Parsed run records, and the lines that could not be parsed (file:line: reason)."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-def load_published(results_dir: Path) -> pd.DataFrame:
-    frames = []
-    for path in sorted((Path(results_dir) / "published").glob("*.csv")):
-        frame = pd.read_csv(
-            path,
-            dtype={"std": float, "value": float},
-            keep_default_na=False,
-            na_values={"std": [""], "value": [""]},
-        )
-        missing = set(PUBLISHED_COLUMNS) - set(frame.columns)
-        if missing:
-            raise ValueError(f"{path} lacks columns {sorted(missing)}")
-        frames.append(frame[PUBLISHED_COLUMNS])
-    if not frames:
-        return pd.DataFrame(columns=PUBLISHED_COLUMNS)
-    return pd.concat(frames, ignore_index=True)
-
-
-def load_records(results_dir: Path) -> Records:
-    out = Records()
-    for path in sorted((Path(results_dir) / "runs").glob("*.jsonl")):
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict) or not {"table", "row", "metrics"} <= set(record):
-                    raise ValueError("not a record (needs table, row, metrics)")
-                if not isinstance(record["metrics"], dict):
-                    raise ValueError("metrics must be a mapping")
-            except (json.JSONDecodeError, ValueError) as err:
-                problem = f"{path}:{number}: skipped malformed record ({err})"
-                log.warning(problem)
-                out.problems.append(problem)
-                continue
-            record["_source"] = f"{path.name}:{number}"
-            out.rows.append(record)
-    return out
-
-
-def configured_rows() -> dict[str, dict[str, str]]:
-    """table -> {row label: config path} for every row YAML."""
-    out: dict[str, dict[str, str]] = {}
-    for path in sorted(CONFIG_DIR.glob("*/*.yaml")):
-        data = read_yaml(path)
-        if "table" in data and "row" in data:
-            out.setdefault(data["table"], {})[data["row"]] = str(
-                path.relative_to(CONFIG_DIR.parent.parent)
-            )
-    return out
-
-
-def pick_record(records: list[dict], metric: str, row: str | None = None) -> dict | None:
-    """The record a cell shows: among those holding ``metric`` (of ``row``), the highest
-    profile rank (paper, short, demo), then the newest."""
-    holding = [
-        r
-        for r in records
-        if isinstance(r["metrics"].get(metric), int | float) and (row is None or r["row"] == row)
-    ]
-    if not holding:
-        return None
-    return max(
-        holding, key=lambda r: (PROFILE_RANK.get(r.get("profile"), 0), r.get("timestamp") or "")
-    )
 
 
 def _fmt(value: float | None, std: float | None = None) -> str:
@@ -155,21 +54,6 @@ class TableReport:
     references: list[str]
 
 
-def published_value(pub: pd.DataFrame, row: str, metric: str):
-    """(value, std or None, unit) as printed for a row's metric, or None."""
-    hit = pub[(pub["row"] == row) & (pub["metric"] == metric)]
-    if hit.empty:
-        return None
-    entry = hit.iloc[0]
-    std = None if pd.isna(entry["std"]) else float(entry["std"])
-    return float(entry["value"]), std, entry["unit"]
-
-
-def unit_scale(unit: str) -> float:
-    """Times printed in seconds are compared in milliseconds."""
-    return 1000.0 if unit == "s" else 1.0
-
-
 def _published_cell(pub: pd.DataFrame, row: str, metric: str) -> tuple[str, float | None]:
     found = published_value(pub, row, metric)
     if found is None:
@@ -184,10 +68,8 @@ def build_table(
 ) -> TableReport:
     """One table: rows in the paper's order then measured-only rows; paper/ours per metric."""
     pub = pub[pub["table"] == table]
-    metrics = [m for m in METRIC_LABELS if m in set(pub["metric"])]
-    metrics += [
-        m for m in METRIC_LABELS if m not in metrics and any(m in r["metrics"] for r in records)
-    ]
+    metrics = [m for m in METRICS if m in set(pub["metric"])]
+    metrics += [m for m in METRICS if m not in metrics and any(m in r["metrics"] for r in records)]
     row_order = list(dict.fromkeys(pub["row"]))
     row_order += sorted({r["row"] for r in records} - set(row_order))
     references: list[str] = []
@@ -200,7 +82,7 @@ def build_table(
         measured = [r for r in mine if r.get("status") != "skipped"]
         entry: dict[str, Any] = {"Method": row}
         for metric in metrics:
-            label = METRIC_LABELS[metric]
+            label = METRICS[metric].label
             text, value = _published_cell(pub, row, metric)
             entry[f"{label} paper"] = text
             if metric == "st_ms" and value is not None:
@@ -211,7 +93,7 @@ def build_table(
                 if key not in ref_index:
                     ref_index[key] = len(references) + 1
                     references.append(_reference(ref_index[key], record))
-                std = record["metrics"].get(STD_OF.get(metric, ""))
+                std = record["metrics"].get(METRICS[metric].std or "")
                 cell = f"{_fmt(record['metrics'][metric], std)} [{ref_index[key]}]"
             elif skipped:
                 cell = f"skipped ({skipped[-1].get('reason', 'no reason given')})"
@@ -254,7 +136,7 @@ def _markdown(table: str, frame: pd.DataFrame, references: list[str]) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    parts = [f"## {TITLES.get(table, table)}", "", header, rule, *body, ""]
+    parts = [f"## {table_meta(table).title}", "", header, rule, *body, ""]
     parts.append(
         "`paper`: as printed (s* = printed in seconds). `ours`: measured, mean ± std; "
         "[n] names the record. `not run`: no record yet; `not built`: no model yet."
@@ -294,31 +176,76 @@ def _latex(frame: pd.DataFrame, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(results_dir: str | Path = "results", plots: bool = True) -> dict[str, Any]:
-    """Write every table and plot; return {'tables': {...}, 'problems': [...]}."""
+def configured_rows() -> dict[str, dict[str, str]]:
+    """table -> {row label: config path} for every row YAML."""
+    out: dict[str, dict[str, str]] = {}
+    for path in row_configs():
+        data = read_yaml(path)
+        if "row" in data:
+            table = data.get("table", path.parent.name)
+            out.setdefault(table, {})[data["row"]] = str(path.relative_to(CONFIG_DIR.parent.parent))
+    return out
+
+
+def write_table(rep: TableReport, out_dir: Path) -> list[Path]:
+    """``<table>.md``, ``.csv`` and ``.tex``; returns the paths written."""
+    visible = rep.frame[[c for c in rep.frame.columns if not c.startswith("_")]]
+    outputs = {
+        out_dir / f"{rep.table}.md": rep.markdown,
+        out_dir / f"{rep.table}.csv": visible.to_csv(index=False),
+        out_dir / f"{rep.table}.tex": _latex(visible, table_meta(rep.table).title),
+    }
+    for path, text in outputs.items():
+        write_atomic(path, text)
+    return list(outputs)
+
+
+def remove_stale(
+    out_dir: Path, tables: set[str], written: set[Path], with_plots: bool = True
+) -> list[Path]:
+    """Remove what an earlier report wrote and this one no longer does: the ``.md``, ``.csv``,
+    ``.tex`` of tables that are gone, and `plots.TABLE_PLOTS` not written this time (files
+    other commands write, such as ``scaling_fourier.png``, are left alone)."""
+    stale = []
+    for path in sorted(out_dir.glob("*")):
+        if path in written:
+            continue
+        is_table = path.suffix in (".md", ".csv", ".tex") and path.stem not in tables
+        is_plot = (
+            with_plots
+            and path.suffix == ".png"
+            and any(path.stem.endswith(f"_{kind}") for kind in plots.TABLE_PLOTS)
+        )
+        if is_table or is_plot:
+            path.unlink()
+            stale.append(path)
+    return stale
+
+
+def report(results_dir: str | Path = "results", with_plots: bool = True) -> dict[str, Any]:
+    """Write every table and plot, remove stale ones; return {'tables': {...}, 'problems':
+    [...], 'removed': [...]}."""
     results_dir = Path(results_dir)
     pub = load_published(results_dir)
     loaded = load_records(results_dir)
     configs = configured_rows()
     tables = sorted(set(pub["table"]) | {r["table"] for r in loaded.rows if r["table"] != "layers"})
     out_dir = results_dir / "tables"
-    reports = {}
+    reports, written = {}, set()
     for table in tables:
         records = [r for r in loaded.rows if r["table"] == table]
         rep = build_table(table, pub, records, configs.get(table, {}))
-        visible = rep.frame[[c for c in rep.frame.columns if not c.startswith("_")]]
-        write_atomic(out_dir / f"{table}.md", rep.markdown)
-        write_atomic(out_dir / f"{table}.csv", visible.to_csv(index=False))
-        write_atomic(out_dir / f"{table}.tex", _latex(visible, TITLES.get(table, table)))
+        written.update(write_table(rep, out_dir))
         reports[table] = rep
-        if plots:
-            from bench import plots as plotting
-
-            plotting.table_plots(table, pub[pub["table"] == table], records, out_dir)
-    if plots:
-        from bench import plots as plotting
-
-        plotting.layer_plots([r for r in loaded.rows if r["table"] == "layers"], out_dir)
+        if with_plots:
+            written.update(plots.table_plots(table, pub[pub["table"] == table], records, out_dir))
+    if with_plots:
+        layer_records = [r for r in loaded.rows if r["table"] == "layers"]
+        written.update(plots.layer_plots(layer_records, out_dir))
+    problems_file = out_dir / "PROBLEMS.txt"
     if loaded.problems:
-        write_atomic(out_dir / "PROBLEMS.txt", "\n".join(loaded.problems) + "\n")
-    return {"tables": reports, "problems": loaded.problems}
+        write_atomic(problems_file, "\n".join(loaded.problems) + "\n")
+    else:
+        problems_file.unlink(missing_ok=True)
+    removed = remove_stale(out_dir, set(tables), written, with_plots)
+    return {"tables": reports, "problems": loaded.problems, "removed": removed}

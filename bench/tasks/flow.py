@@ -1,97 +1,88 @@
-"""`FlowModule`: trains any registry flow by negative log-likelihood, reported in bits/dim.
+"""`FlowTask`: trains any registry flow by negative log-likelihood, reported in bits/dim.
 
 Loss = mean over the batch of (-log p(x) + auxiliary losses) / (D ln 2), where the auxiliary
 losses are whatever the model's layers report through ``Flow.auxiliary_loss()`` (SNF's
-reconstruction loss) - a hook on the model, no special case here.
+reconstruction loss): a hook on the model, no special case here.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from functools import partial
 from pathlib import Path
+from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
-from models.registry import MODELS, count_params
+from bench.tasks.base import Task
+from models.core import Flow
+from models.registry import MODELS
 
 log = logging.getLogger(__name__)
-
-
-def schedule_factor(step: int, warmup: int, total: int | None, cosine: bool) -> float:
-    """LR multiplier: linear warm-up over ``warmup`` steps, then constant or cosine to 0."""
-    scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
-    if cosine and total:
-        progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
-        scale *= 0.5 * (1 + math.cos(math.pi * progress))
-    return scale
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss is NaN or Inf."""
 
 
-class FlowModule(pl.LightningModule):
+class FlowTask(Task):
     """Train a `models.registry.MODELS` flow by NLL. Logs train/bpd, val/bpd, test/bpd and
-    test/nll (nats per image); LR warm-up then a constant or cosine schedule; optional EMA of the
-    weights for evaluation; a grid of samples each validation epoch."""
+    test/nll (nats per image); optional EMA of the weights for evaluation; a grid of samples
+    each validation epoch.
+
+    Args:
+        model: a `models.registry.MODELS` name; ``model_kwargs`` go to its constructor.
+        ema_decay: keep an exponential moving average of the weights and evaluate it.
+        num_samples, temperature: the sample grid drawn each validation epoch (0: none).
+        **optim: `Task`'s optimizer, schedule, seed and sample_dir.
+    """
+
+    monitor, mode, metric, timed = "val/bpd", "min", "bpd", True
 
     def __init__(
         self,
         model: str,
         model_kwargs: dict | None = None,
-        lr: float = 1e-3,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        schedule: str = "constant",
-        total_steps: int | None = None,
         ema_decay: float | None = None,
         num_samples: int = 16,
         temperature: float = 1.0,
-        sample_dir: str | None = None,
-        seed: int = 0,
+        **optim,
     ):
-        super().__init__()
+        super().__init__(**optim)
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; see models.registry.MODELS")
-        if schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
         self.save_hyperparameters()
-        self.flow = MODELS[model](**(model_kwargs or {}))
+        self.net: Flow = MODELS[model](**(model_kwargs or {}))
         self.ema: AveragedModel | None = None
         if ema_decay:
             fn = get_ema_multi_avg_fn(ema_decay)
-            self.ema = AveragedModel(self.flow, multi_avg_fn=fn, use_buffers=True)
+            self.ema = AveragedModel(self.net, multi_avg_fn=fn, use_buffers=True)
             self.ema.requires_grad_(False)
         self.val_bpd, self.test_bpd = MeanMetric(), MeanMetric()
 
     @property
+    def flow(self) -> Flow:
+        return self.net
+
+    @property
     def num_dims(self) -> int:
-        return self.flow.num_dims
+        return self.net.num_dims
 
-    def params_m(self) -> float:
-        return count_params(self.flow) / 1e6
-
-    def eval_flow(self):
-        return self.ema.module if self.ema is not None else self.flow
+    def eval_model(self) -> Flow:
+        return self.ema.module if self.ema is not None else self.net
 
     def on_train_batch_start(self, batch, batch_idx):
         """Reseed from (seed, step, rank): the dequantization noise of every step is then fixed,
         so a run resumed from a checkpoint repeats exactly what an uninterrupted run does."""
-        torch.manual_seed(
-            self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank
-        )
+        torch.manual_seed(self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
 
     def training_step(self, batch, batch_idx):
         x, _ = batch
-        log_prob = self.flow.log_prob(x)
+        log_prob = self.net.log_prob(x)
         nats = -log_prob
-        aux = self.flow.auxiliary_loss()
+        aux = self.net.auxiliary_loss()
         if aux is not None:
             nats = nats + aux
         loss = nats.mean() / (self.num_dims * math.log(2))
@@ -108,11 +99,11 @@ class FlowModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:
-            self.ema.update_parameters(self.flow)
+            self.ema.update_parameters(self.net)
 
     def _eval_bpd(self, batch) -> torch.Tensor:
         x, _ = batch
-        return self.eval_flow().bpd(x)
+        return self.eval_model().bpd(x)
 
     def validation_step(self, batch, batch_idx):
         bpd = self._eval_bpd(batch)
@@ -128,6 +119,13 @@ class FlowModule(pl.LightningModule):
         nll = self.test_bpd.compute() * self.num_dims * math.log(2)
         self.log("test/nll", nll)
 
+    def record_metrics(self, results: dict[str, float], context: dict[str, Any]) -> dict:
+        return {
+            "bpd": float(results["test/bpd"]),
+            "nll": float(results["test/nll"]),
+            "params_m": self.params_m(),
+        }
+
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking or not self.hparams.num_samples:
             return
@@ -138,7 +136,7 @@ class FlowModule(pl.LightningModule):
         """Draw a grid of samples; log it to W&B when active, always save it as a PNG."""
         import torchvision
 
-        samples = self.eval_flow().sample(self.hparams.num_samples, self.hparams.temperature)
+        samples = self.eval_model().sample(self.hparams.num_samples, self.hparams.temperature)
         grid = torchvision.utils.make_grid(samples / 255.0, nrow=int(math.sqrt(len(samples))))
         logger = self.logger
         if logger is not None and hasattr(logger, "log_image"):
@@ -146,24 +144,8 @@ class FlowModule(pl.LightningModule):
                 logger.log_image("samples", [grid], step=self.global_step)
             except Exception as err:  # a logging failure must never stop training
                 log.warning("could not log samples: %s", err)
-        root = self.hparams.sample_dir or self.trainer.default_root_dir
+        root = self.sample_dir or self.trainer.default_root_dir
         path = Path(root) / "samples" / f"step{self.global_step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         torchvision.utils.save_image(grid, str(path))
         return path
-
-    def configure_optimizers(self):
-        params = self.flow.parameters()
-        opt_cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[self.hparams.optimizer]
-        optimizer = opt_cls(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        factor = partial(
-            schedule_factor,
-            warmup=self.hparams.warmup_steps,
-            total=self.hparams.total_steps,
-            cosine=self.hparams.schedule == "cosine",
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }

@@ -1,0 +1,130 @@
+"""One careful way to time a call, used by every benchmark and by `python -m bench time`.
+
+`time_call`: warm-up calls first (they absorb lazy initialisation, autotuning and kernel
+compilation); on CUDA, events around each call and a synchronize before reading them; on CPU,
+`time.perf_counter`. Each `Timing` keeps its samples, mean +- std, median and interquartile
+range, in milliseconds.
+
+`time_flow` is the whole-model protocol, the same for every row: ST = one call drawing 100
+samples, FT = one density pass (log_prob) on a batch of 100, each after warm-up, >= 5 (ST) and
+10 (FT) runs; also SNF's per-sample protocol (100 calls of sample(1), trimmed mean of the
+middle 60: ``st_per_sample_ms``).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from models.core import Flow
+from models.registry import count_params
+
+
+@dataclass(frozen=True)
+class Timing:
+    mean_ms: float
+    std_ms: float
+    runs: int
+    samples: tuple[float, ...] = ()
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples) if self.samples else self.mean_ms
+
+    @property
+    def iqr_ms(self) -> float:
+        """Interquartile range (75th - 25th percentile) of the samples."""
+        if len(self.samples) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.samples, n=4, method="inclusive")
+        return q3 - q1
+
+    def ratio(self, other: Timing) -> float:
+        return self.mean_ms / other.mean_ms
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def time_call(
+    fn: Callable[[], object],
+    device: torch.device | str = "cpu",
+    runs: int = 10,
+    warmup: int = 2,
+) -> Timing:
+    """Time ``fn()`` ``runs`` times after ``warmup`` calls."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    samples = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        for _ in range(runs):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            samples.append(start.elapsed_time(end))
+    else:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1000)
+    std = statistics.stdev(samples) if len(samples) > 1 else 0.0
+    return Timing(statistics.fmean(samples), std, len(samples), tuple(samples))
+
+
+def trimmed_mean_ms(samples: list[float], keep: int = 60) -> float:
+    """Mean of the middle ``keep`` samples (the SNF per-sample protocol: 100 calls, middle 60)."""
+    ordered = sorted(samples)
+    cut = max(0, (len(ordered) - keep) // 2)
+    middle = ordered[cut : len(ordered) - cut] or ordered
+    return statistics.fmean(middle)
+
+
+def timing_metrics(prefix: str, timing: Timing) -> dict[str, float]:
+    """``<prefix>_ms`` (mean), ``<prefix>_std``, ``<prefix>_median``, ``<prefix>_iqr``."""
+    return {
+        f"{prefix}_ms": timing.mean_ms,
+        f"{prefix}_std": timing.std_ms,
+        f"{prefix}_median": timing.median_ms,
+        f"{prefix}_iqr": timing.iqr_ms,
+    }
+
+
+@torch.no_grad()
+def time_flow(
+    flow: Flow,
+    device: str = "cpu",
+    num_samples: int = 100,
+    batch_size: int = 100,
+    st_runs: int = 5,
+    ft_runs: int = 10,
+    per_sample_calls: int = 100,
+) -> dict[str, float | str]:
+    """ST, FT and the per-sample ST of ``flow`` on ``device`` (ms), with the device name."""
+    flow = flow.to(device).eval()
+    x = torch.randint(0, 256, (batch_size, *flow.input_shape), device=device).float()
+    st = time_call(lambda: flow.sample(num_samples), device, runs=st_runs, warmup=1)
+    ft = time_call(lambda: flow.log_prob(x), device, runs=ft_runs, warmup=2)
+    metrics: dict[str, float | str] = {
+        **timing_metrics("st", st),
+        **timing_metrics("ft", ft),
+        "params_m": count_params(flow) / 1e6,
+        "device": device_name(device),
+    }
+    if per_sample_calls:
+        single = time_call(lambda: flow.sample(1), device, runs=per_sample_calls, warmup=1)
+        metrics["st_per_sample_ms"] = trimmed_mean_ms(list(single.samples))
+    return metrics

@@ -1,0 +1,93 @@
+"""Lightning callbacks of a row's fit: its training curve for the record, the timing protocol
+at the end of fit, and a checkpoint of the last step trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from bench.evaluators.timing import time_flow
+
+
+def evaluation_device(trainer: pl.Trainer | None = None) -> str:
+    """The trainer's CUDA device, else CUDA when there is one, else CPU."""
+    if trainer is not None and trainer.strategy.root_device.type == "cuda":
+        return str(trainer.strategy.root_device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def timing_metrics(flow, config: dict, device: str) -> dict[str, Any]:
+    """`bench.evaluators.timing.time_flow` with the row's ``evaluate`` settings."""
+    ev = config["evaluate"]
+    return time_flow(
+        flow,
+        device,
+        st_runs=ev["st_runs"],
+        ft_runs=ev["ft_runs"],
+        per_sample_calls=ev["per_sample_calls"],
+    )
+
+
+class CurveRecorder(pl.Callback):
+    """Keeps (step, train/bpd) and (step, val/bpd) so the record holds its training curve."""
+
+    def __init__(self, every: int = 10):
+        self.every = every
+        self.curve: dict[str, list[float]] = {
+            "train_step": [],
+            "train_bpd": [],
+            "val_step": [],
+            "val_bpd": [],
+        }
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        bpd = trainer.callback_metrics.get("train/bpd")
+        if bpd is not None and trainer.global_step % self.every == 0:
+            self.curve["train_step"].append(trainer.global_step)
+            self.curve["train_bpd"].append(round(float(bpd), 5))
+
+    def on_validation_epoch_end(self, trainer, module):
+        bpd = trainer.callback_metrics.get("val/bpd")
+        if bpd is not None and not trainer.sanity_checking:
+            self.curve["val_step"].append(trainer.global_step)
+            self.curve["val_bpd"].append(round(float(bpd), 5))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": self.curve}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.curve = state_dict["curve"]
+
+
+class TimingCallback(pl.Callback):
+    """Runs the timing protocol on the trained flow at the end of fit, logs st_ms/ft_ms to the
+    logger and keeps them in ``metrics``."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.metrics: dict[str, Any] = {}
+
+    def on_fit_end(self, trainer, module):
+        if not trainer.is_global_zero:
+            return
+        device = evaluation_device(trainer)
+        self.metrics = timing_metrics(module.eval_model(), self.config, device)
+        self.metrics.pop("device")
+        if trainer.logger is not None:
+            numbers = {f"timing/{k}": v for k, v in self.metrics.items()}
+            trainer.logger.log_metrics(numbers, step=trainer.global_step)
+        module.to(trainer.strategy.root_device)
+
+
+class SaveLastStep(pl.Callback):
+    """Writes ``last.ckpt`` when training ends, wherever it ends (max_steps mid-epoch, a time
+    budget), so the last step trained is saved, resumable and testable."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_end(self, trainer, module):
+        trainer.save_checkpoint(str(self.path))

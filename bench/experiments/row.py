@@ -1,0 +1,256 @@
+"""One table row end to end: ``python -m bench fit|test|time|fid``.
+
+``fit``: build the row's datamodule and task (`bench.tasks`) from its validated config, train,
+test the best checkpoint, time it (flows), and append the record. ``test``, ``time``, ``fid``
+evaluate a saved checkpoint. Every command appends one record to
+``results/runs/<table>.jsonl`` (`bench.records`) and returns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from bench.evaluators.bpd import evaluate_bpd
+from bench.evaluators.fid import compute_fid
+from bench.evaluators.timing import device_name
+from bench.experiments.callbacks import (
+    CurveRecorder,
+    SaveLastStep,
+    TimingCallback,
+    evaluation_device,
+    timing_metrics,
+)
+from bench.records import Record, append_records, make_record, records_path
+from bench.tasks import TASKS, Task
+from datamodules import make_datamodule
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(config: dict, work_dir: str | Path) -> Path:
+    """Where a row's checkpoints, logs and samples go: <work_dir>/<table>/<name>/<profile>."""
+    name = Path(config["config_path"]).stem
+    return Path(work_dir) / config["table"] / name / config["profile"]
+
+
+def make_logger(config: dict, directory: Path):
+    """W&B (offline unless the user configured W&B) or a CSV logger; never crashes a run."""
+    fallback = CSVLogger(str(directory), name="logs")
+    settings = config.get("wandb", {})
+    if not settings.get("enabled", True) or os.environ.get("WANDB_MODE") == "disabled":
+        return fallback
+    try:
+        configured = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
+        mode = os.environ.get("WANDB_MODE") or ("online" if configured else "offline")
+        logger = WandbLogger(
+            project=settings.get("project", "convflow-bench"),
+            name=f"{config['table']}/{Path(config['config_path']).stem}/{config['profile']}",
+            tags=[*settings.get("tags", []), config["profile"], config["table"]],
+            save_dir=str(directory),
+            mode=mode,
+            config=config,
+        )
+        logger.experiment  # noqa: B018 - start the run now so a failure falls back here
+        return logger
+    except Exception as err:
+        log.warning("W&B unavailable (%s); logging to CSV in %s", err, directory)
+        return fallback
+
+
+def _netrc_has_wandb() -> bool:
+    netrc = Path.home() / ".netrc"
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def wandb_url(logger) -> str | None:
+    try:
+        return logger.experiment.url if hasattr(logger.experiment, "url") else None
+    except Exception:
+        return None
+
+
+def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
+    """The datamodule and task (LightningModule) of a validated row config."""
+    data = {k: v for k, v in config["data"].items() if v is not None}
+    if data_dir is not None:
+        data["data_dir"] = data_dir
+    model_kwargs = dict(config["model_kwargs"])
+    per_image_latents = config["task"] == "dfm" and not model_kwargs.get("encoder_hidden")
+    if per_image_latents:
+        data["with_index"] = True
+    datamodule = make_datamodule(config["dataset"], **data)
+    if per_image_latents:  # one learned latent per training image
+        model_kwargs["num_images"] = len(datamodule.dataset("train"))
+    total = config["trainer"]["max_steps"]
+    module = TASKS[config["task"]](
+        model=config["model"],
+        model_kwargs=model_kwargs,
+        total_steps=total if total and total > 0 else None,
+        sample_dir=str(sample_dir) if sample_dir else None,
+        seed=config["seed"],
+        **config["module"],
+    )
+    return datamodule, module
+
+
+def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
+    task = TASKS[config["task"]]
+    checkpoints = directory / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=str(checkpoints),
+        filename="best",
+        monitor=task.monitor,
+        mode=task.mode,
+        save_last=True,
+    )
+    options = {k: v for k, v in config["trainer"].items() if v is not None}
+    for key in ("accelerator", "devices", "num_nodes", "strategy"):
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    callbacks = [best, CurveRecorder(), SaveLastStep(checkpoints / "last.ckpt")]
+    if task.timed and config["evaluate"]["timing"]:
+        callbacks.append(TimingCallback(config))
+    return pl.Trainer(
+        default_root_dir=str(directory), logger=logger, callbacks=callbacks, **options
+    )
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The global step a Lightning checkpoint was saved at."""
+    state = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+    return state.get("global_step")
+
+
+def fit_command(config: dict, args) -> Record:
+    """Train, test the best checkpoint, time, and append the record. Returns the record."""
+    pl.seed_everything(config["seed"], workers=True)
+    directory = run_dir(config, args.work_dir)
+    datamodule, module = build(config, args.data_dir, directory)
+    logger = make_logger(config, directory)
+    trainer = trainer_for(config, directory, args, logger)
+    last = directory / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if args.resume and last.is_file() else None
+    if args.resume and ckpt_path is None:
+        log.warning("--resume: no checkpoint at %s, starting from scratch", last)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them
+    tested = trainer.checkpoint_callback.best_model_path or str(last)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False)
+    if not trainer.is_global_zero:  # every rank tests (collectives); rank 0 writes the record
+        return {}
+    device = evaluation_device(trainer)
+    context = {"datamodule": datamodule, "device": device, "config": config}
+    context["fit_metrics"] = fit_metrics
+    metrics = module.record_metrics(results[0], context)
+    for callback in trainer.callbacks:
+        if isinstance(callback, TimingCallback):
+            metrics.update(callback.metrics)
+    curves = [c.curve for c in trainer.callbacks if isinstance(c, CurveRecorder)]
+    return record_row(
+        config,
+        args,
+        metrics,
+        device_name(device),
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+        step_tested=checkpoint_step(tested),
+        wandb_url=wandb_url(logger),
+        curve=curves[0] if curves else None,
+    )
+
+
+def load_module(config: dict, checkpoint: str | Path) -> Task:
+    """The row's task (flow, classifier or DFM generator) from a checkpoint."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    return TASKS[config["task"]].load_from_checkpoint(str(path), map_location="cpu")
+
+
+def require_flow(config: dict, command: str) -> None:
+    """`test` and `time` evaluate flows (BPD, sampling time); other rows are evaluated by fit."""
+    if not TASKS[config["task"]].timed:
+        raise ValueError(
+            f"'python -m bench {command}' evaluates flows; {config['row']!r} is a "
+            f"'{config['task']}' row, evaluated at the end of 'python -m bench fit'"
+        )
+
+
+def record_row(config: dict, args, metrics: dict, device: str, **extra) -> Record:
+    """Append one record of ``config``'s row to results/runs/<table>.jsonl and return it."""
+    record = make_record(
+        config["table"],
+        config["row"],
+        config["dataset"],
+        metrics,
+        device=device,
+        profile=config["profile"],
+        config=config,
+        note=extra.pop("note", config["note"]),
+        **extra,
+    )
+    append_records(records_path(Path(args.results_dir), config["table"]), [record])
+    return record
+
+
+def best_checkpoint(config: dict, args) -> Path:
+    return Path(args.checkpoint or run_dir(config, args.work_dir) / "checkpoints" / "best.ckpt")
+
+
+def test_command(config: dict, args) -> Record:
+    """Test-set BPD/NLL of a checkpoint (default: the row's best), appended as a record."""
+    require_flow(config, "test")
+    checkpoint = best_checkpoint(config, args)
+    module = load_module(config, checkpoint)
+    datamodule, _ = build(config, args.data_dir)
+    device = evaluation_device()
+    metrics = evaluate_bpd(module.eval_model(), datamodule.test_dataloader(), device)
+    metrics["params_m"] = module.params_m()
+    step = checkpoint_step(checkpoint)
+    return record_row(config, args, metrics, device_name(device), step_tested=step)
+
+
+def time_command(config: dict, args) -> Record:
+    """ST/FT of the row's model (from a checkpoint if given, else freshly initialised)."""
+    require_flow(config, "time")
+    if args.checkpoint:
+        flow = load_module(config, args.checkpoint).eval_model()
+    else:
+        _, module = build(config, args.data_dir)
+        flow = module.eval_model()
+    metrics = timing_metrics(flow, config, args.device or evaluation_device())
+    note = "timing only" + (" (untrained weights)" if not args.checkpoint else "")
+    return record_row(config, args, metrics, metrics.pop("device"), note=note)
+
+
+def fid_command(config: dict, args) -> Record:
+    """FID of the row's model (a checkpoint, else the row's best) against the training split."""
+    checkpoint = best_checkpoint(config, args)
+    device = evaluation_device()
+    model = load_module(config, checkpoint).eval_model().to(device)
+    datamodule, _ = build(config, args.data_dir)
+    metrics = compute_fid(
+        model,
+        datamodule.dataset("train"),
+        num_samples=args.num_samples,
+        temperature=args.temperature,
+        seed=args.seed,
+        feature_extractor=args.feature_extractor,
+        cuda=device.startswith("cuda"),
+    )
+    note = (
+        f"FID: {args.num_samples} samples at temperature {args.temperature}, seed {args.seed}, "
+        f"against the {config['dataset']} training split; checkpoint {checkpoint}"
+    )
+    return record_row(config, args, metrics, device_name(device), note=note)
+
+
+COMMANDS = {"fit": fit_command, "test": test_command, "time": time_command, "fid": fid_command}

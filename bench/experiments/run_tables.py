@@ -1,0 +1,155 @@
+"""`python -m bench run-tables`: what `make table-*` and `make demo` run.
+
+For every row config of the chosen tables (or groups, `bench.catalog`): skip it when a record
+of that profile already holds the row's headline metric (unless ``--force``), else fit, test and
+time it; a row that fails is recorded as skipped with the reason, never silently dropped, and
+training stops at half of the row's share of the time budget. Tables without row configs run
+their experiment (``experiment:`` in ``_table.yaml``). Then the report. Exit status: 0 when every
+requested row ran or was already measured, 2 when a data set was missing and nothing ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import traceback
+from pathlib import Path
+
+from bench.catalog import resolve_tables, row_configs, row_label, table_meta
+from bench.config import ConfigError, load_config, read_yaml
+from bench.evaluators.timing import device_name
+from bench.experiments.callbacks import evaluation_device
+from bench.experiments.dfm_compression import run_compression
+from bench.experiments.row import fit_command
+from bench.records import Record, append_records, load_records, make_record, records_path
+from bench.report.tables import report
+from bench.tasks import TASKS
+from datamodules import DataFileError
+
+log = logging.getLogger(__name__)
+
+MNIST_LIKE = ("mnist", "fashion_mnist")
+
+
+def row_paths(tables: list[str], rows: list[str] | None) -> list[Path]:
+    """The row configs of ``tables``, only those named in ``rows`` (file stem or row label)
+    when given; a name in ``rows`` that matches nothing is a `ConfigError`."""
+    paths = [p for table in tables for p in row_configs(table)]
+    if not rows:
+        return paths
+    chosen = [p for p in paths if p.stem in rows or row_label(p) in rows]
+    known = {p.stem for p in chosen} | {row_label(p) for p in chosen}
+    unmatched = [name for name in rows if name not in known]
+    if unmatched:
+        names = sorted({p.stem for p in paths})
+        raise ConfigError(
+            f"--rows {unmatched[0]!r} matches no row of {', '.join(tables)}; rows there: "
+            f"{', '.join(names)}"
+        )
+    return chosen
+
+
+def already_measured(config: dict, records: list[Record]) -> bool:
+    """Whether a record of the row's profile already holds the row's headline metric."""
+    metric = TASKS[config["task"]].metric
+    return any(
+        r["table"] == config["table"]
+        and r["row"] == config["row"]
+        and r.get("profile") == config["profile"]
+        and metric in r["metrics"]
+        for r in records
+    )
+
+
+def record_skip(config: dict, results_dir: Path, reason: str) -> None:
+    record = make_record(
+        config["table"],
+        config["row"],
+        config["dataset"],
+        {},
+        device="-",
+        profile=config["profile"],
+        config=config,
+        status="skipped",
+        reason=reason,
+    )
+    append_records(records_path(results_dir, config["table"]), [record])
+
+
+def run_experiment(table: str, args, results_dir: Path, records: list[Record]) -> bool:
+    """A table filled by an experiment rather than row configs (the DFM compression sweep),
+    unless measured; returns whether it ran or was measured."""
+    if table_meta(table).experiment != "dfm_compression":
+        return False
+    done = any(r["table"] == table and r.get("profile") == args.profile for r in records)
+    if done and not args.force:
+        print(f"{table}: already measured ({args.profile}); FORCE=1 to rerun")
+        return True
+    print(f"{table}: one Fourier Net per bundled photo against JPEG ...", flush=True)
+    device = evaluation_device()
+    run_compression(args.profile, results_dir=results_dir, device=device)
+    log.info("compression sweep on %s done", device_name(device))
+    return True
+
+
+def row_config(path: Path, args, share: float | None) -> dict:
+    """The row's validated config under ``--set``, the time budget's share and ``--dataset``
+    (which replaces the data set of MNIST rows only, e.g. by ``fashion_mnist``)."""
+    overrides = list(args.set)
+    if share:
+        overrides.append(f"trainer.max_time={{seconds: {int(share * 0.5)}}}")
+    if args.dataset and read_yaml(path).get("dataset") in MNIST_LIKE:
+        overrides.insert(0, f"dataset={args.dataset}")
+    return load_config(path, args.profile, overrides)
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    tables = resolve_tables(args.tables)
+    paths = row_paths(tables, args.rows)
+    for table in tables:
+        if not row_configs(table) and not table_meta(table).experiment:
+            raise ConfigError(f"table {table!r} has no row configs in bench/configs/{table}/")
+    results_dir = Path(args.results_dir)
+    records = load_records(results_dir).rows  # read once; the runs below only append
+    ran_experiment = False
+    if not args.rows:
+        ran_experiment = any([run_experiment(t, args, results_dir, records) for t in tables])
+    share = args.budget_minutes * 60 / max(len(paths), 1) if args.budget_minutes else None
+    print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
+    missing: set[str] = set()  # data sets whose files are not available
+    succeeded = 0
+    for i, path in enumerate(paths, start=1):
+        config = row_config(path, args, share)
+        label = f"[{i}/{len(paths)}] {config['table']} / {config['row']}"
+        if config["dataset"] in missing:
+            print(f"{label}: not run ({config['dataset']} data not available)")
+            continue
+        if not args.force and already_measured(config, records):
+            print(f"{label}: already measured ({args.profile}); FORCE=1 to rerun")
+            continue
+        print(f"{label}: fit, test, time ...", flush=True)
+        start = time.monotonic()
+        try:
+            record = fit_command(config, args)
+            metric = TASKS[config["task"]].metric
+            elapsed = time.monotonic() - start
+            print(f"{label}: {metric} {record['metrics'][metric]:.3f} in {elapsed:.0f} s")
+            succeeded += 1
+        except DataFileError as err:  # rows of the same data set are not tried again
+            missing.add(config["dataset"])
+            print(f"\n{err}\n")
+        except Exception as err:  # one broken row must not lose the others
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            log.debug(traceback.format_exc())
+            record_skip(config, results_dir, reason)
+            print(f"{label}: skipped ({reason})")
+    status = 2 if missing and not (succeeded or ran_experiment) else 0
+    result = report(results_dir)
+    for table in tables:
+        if table in result["tables"]:
+            print("\n" + result["tables"][table].markdown)
+    for problem in result["problems"]:
+        print(problem)
+    print(f"tables and plots written to {results_dir / 'tables'}")
+    return status

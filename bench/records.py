@@ -1,0 +1,289 @@
+"""Run records and published values: the one place results are written and read.
+
+A record (`Record`) is one JSON object per line in ``results/runs/<table>.jsonl``: table, row,
+dataset, metrics, epochs, steps, profile, device, git commit, timestamp, config hash, W&B URL,
+command, and optionally note, status/reason (a skipped row) and curve (the training curve).
+`append_records` holds a file lock around read, rewrite to a temporary file and rename, so
+concurrent writers lose nothing and a killed writer leaves the old or the new file, never half a
+line. Every generated file goes through `write_atomic`, which keeps the usual permissions.
+
+Published values: ``results/published/*.csv`` with `PUBLISHED_COLUMNS`, the papers' numbers.
+`METRICS` names every metric a table can show, its column label and its spread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+import pandas as pd
+from filelock import FileLock
+
+from bench.config import PROFILE_RANK
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A table column: its label and the metric holding its spread, if any."""
+
+    label: str
+    std: str | None = None
+
+
+# Column order of every table; a new metric is one line here.
+METRICS: dict[str, Metric] = {
+    "bpd": Metric("BPD"),
+    "nll": Metric("NLL"),
+    "st_ms": Metric("ST (ms)", "st_std"),
+    "ft_ms": Metric("FT (ms)", "ft_std"),
+    "params_m": Metric("Param (M)"),
+    "fid": Metric("FID"),
+    "accuracy": Metric("Acc (%)"),
+    "mse": Metric("MSE"),
+    "compression_pct": Metric("Size (%)"),
+    "psnr": Metric("PSNR (dB)"),
+    "jpeg_psnr": Metric("JPEG PSNR (dB)"),
+    "ssim": Metric("SSIM"),
+    "jpeg_ssim": Metric("JPEG SSIM"),
+}
+PUBLISHED_COLUMNS = ["paper", "table", "row", "dataset", "metric", "value", "std", "unit", "note"]
+
+
+class Record(TypedDict, total=False):
+    """One evaluation (DESIGN.md "Runs and results"); ``_source`` (file:line) is added on read."""
+
+    table: str
+    row: str
+    dataset: str
+    metrics: dict[str, Any]
+    epochs: float | None
+    steps: int | None
+    profile: str
+    device: str
+    git_commit: str
+    timestamp: str
+    config_hash: str
+    wandb_url: str | None
+    command: str
+    note: str
+    status: str
+    reason: str
+    curve: dict[str, list[float]]
+    _source: str
+
+
+# The keys every record has (the others are optional).
+RECORD_KEYS = (
+    "table",
+    "row",
+    "dataset",
+    "metrics",
+    "epochs",
+    "steps",
+    "profile",
+    "device",
+    "git_commit",
+    "timestamp",
+    "config_hash",
+    "wandb_url",
+    "command",
+)
+# The command line of the running `python -m bench` call (set by bench.__main__.main), recorded
+# in every record so each measured cell names the command that produced it.
+current_command: list[str] = []
+
+
+def git_commit() -> str:
+    """HEAD's short hash, or $CONVFLOW_COMMIT where the checkout has no git (a copied tree)."""
+    if os.environ.get("CONVFLOW_COMMIT"):
+        return os.environ["CONVFLOW_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def make_record(
+    table: str,
+    row: str,
+    dataset: str,
+    metrics: dict[str, Any],
+    *,
+    device: str,
+    profile: str = "paper",
+    epochs: float | None = None,
+    steps: int | None = None,
+    config: dict[str, Any] | None = None,
+    wandb_url: str | None = None,
+    command: str | None = None,
+    **extra: Any,
+) -> Record:
+    """A new record; ``extra`` (note, status, reason, curve, ...) is kept when not None."""
+    record: Record = {
+        "table": table,
+        "row": row,
+        "dataset": dataset,
+        "metrics": metrics,
+        "epochs": epochs,
+        "steps": steps,
+        "profile": profile,
+        "device": device,
+        "git_commit": git_commit(),
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "config_hash": config_hash(config or {}),
+        "wandb_url": wandb_url,
+        "command": command
+        or " ".join(["python", "-m", "bench", *(current_command or sys.argv[1:])]),
+    }
+    record.update({k: v for k, v in extra.items() if v is not None})  # type: ignore[typeddict-item]
+    return record
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` via a temporary file in the same folder and `os.replace`,
+    with the permissions a plain ``open(path, "w")`` would give (0666 less the umask)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content.encode() if isinstance(content, str) else content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def lock_for(path: Path) -> FileLock:
+    """The inter-process lock guarding ``path`` (a hidden ``.<name>.lock`` beside it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.parent / f".{path.name}.lock"))
+
+
+def append_records(path: Path, records: list[Record]) -> None:
+    """Append records as JSON lines: under `lock_for`, the whole file is replaced at once."""
+    path = Path(path)
+    new = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    with lock_for(path):
+        old = path.read_text() if path.exists() else ""
+        if old and not old.endswith("\n"):
+            old += "\n"
+        write_atomic(path, old + new)
+
+
+def records_path(results_dir: Path, table: str) -> Path:
+    return Path(results_dir) / "runs" / f"{table}.jsonl"
+
+
+@dataclass
+class Records:
+    """Parsed run records, and the lines that could not be parsed (file:line: reason)."""
+
+    rows: list[Record] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def load_records(results_dir: Path) -> Records:
+    """Every record under ``results_dir/runs``, each with ``_source`` = file:line; malformed
+    lines are reported in ``problems`` and skipped."""
+    out = Records()
+    for path in sorted((Path(results_dir) / "runs").glob("*.jsonl")):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not {"table", "row", "metrics"} <= set(record):
+                    raise ValueError("not a record (needs table, row, metrics)")
+                if not isinstance(record["metrics"], dict):
+                    raise ValueError("metrics must be a mapping")
+            except (json.JSONDecodeError, ValueError) as err:
+                problem = f"{path}:{number}: skipped malformed record ({err})"
+                log.warning(problem)
+                out.problems.append(problem)
+                continue
+            record["_source"] = f"{path.name}:{number}"
+            out.rows.append(record)
+    return out
+
+
+def pick_record(records: list[Record], metric: str, row: str | None = None) -> Record | None:
+    """The record a cell shows: among those holding ``metric`` (of ``row``), the highest
+    profile rank (paper, short, demo), then the newest."""
+    holding = [
+        r
+        for r in records
+        if isinstance(r["metrics"].get(metric), int | float) and (row is None or r["row"] == row)
+    ]
+    if not holding:
+        return None
+    return max(
+        holding, key=lambda r: (PROFILE_RANK.get(r.get("profile"), 0), r.get("timestamp") or "")
+    )
+
+
+def load_published(results_dir: Path) -> pd.DataFrame:
+    """Every ``results_dir/published/*.csv``, one row per published number."""
+    frames = []
+    for path in sorted((Path(results_dir) / "published").glob("*.csv")):
+        frame = pd.read_csv(
+            path,
+            dtype={"std": float, "value": float},
+            keep_default_na=False,
+            na_values={"std": [""], "value": [""]},
+        )
+        missing = set(PUBLISHED_COLUMNS) - set(frame.columns)
+        if missing:
+            raise ValueError(f"{path} lacks columns {sorted(missing)}")
+        frames.append(frame[PUBLISHED_COLUMNS])
+    if not frames:
+        return pd.DataFrame(columns=PUBLISHED_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def published_value(pub: pd.DataFrame, row: str, metric: str):
+    """(value, std or None, unit) as printed for a row's metric, or None."""
+    hit = pub[(pub["row"] == row) & (pub["metric"] == metric)]
+    if hit.empty:
+        return None
+    entry = hit.iloc[0]
+    std = None if pd.isna(entry["std"]) else float(entry["std"])
+    return float(entry["value"]), std, entry["unit"]
+
+
+def unit_scale(unit: str) -> float:
+    """Times printed in seconds are compared in milliseconds."""
+    return 1000.0 if unit == "s" else 1.0

@@ -1,0 +1,130 @@
+"""`Task`: what every LightningModule of the suite shares, and the protocol the commands use.
+
+A task wraps one registry network (``self.net``) and declares, as class attributes, what the
+checkpoint callback monitors (``monitor``, ``mode``) and its headline metric (``metric``, the
+number `run-tables` prints and a table cell needs). `Task.record_metrics` turns the test pass
+into the record's metrics. The optimizer and learning-rate schedule are the same for every task:
+
+    lr(step) = lr * w(step) * s(step),  w = min(1, (step + 1) / warmup_steps),
+    s = 1 (constant) | (1 + cos(pi p)) / 2 (cosine) | 1 + (final_lr / lr - 1) p (linear),
+    p = clamp((step - warmup_steps) / (total_steps - warmup_steps), 0, 1).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from models.registry import count_params
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "sgd": torch.optim.SGD}
+
+
+def schedule_factor(
+    step: int,
+    warmup: int,
+    total: int | None,
+    schedule: str = "constant",
+    final_ratio: float = 0.0,
+) -> float:
+    """The LR multiplier at ``step`` (module docstring); ``final_ratio`` = final_lr / lr."""
+    scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if schedule != "constant" and total:
+        progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+        if schedule == "cosine":
+            scale *= 0.5 * (1 + math.cos(math.pi * progress))
+        else:
+            scale *= 1.0 + (final_ratio - 1.0) * progress
+    return scale
+
+
+class Task(pl.LightningModule):
+    """Base of the suite's LightningModules. Subclasses build ``self.net`` and set:
+
+    Args:
+        lr, optimizer, weight_decay, momentum: the optimizer (`OPTIMIZERS`).
+        warmup_steps, schedule, final_lr, total_steps: the schedule (module docstring).
+        seed: seeds what the task draws itself (the flow's dequantization noise).
+        sample_dir: where figures drawn during training go (default: the trainer's root).
+
+    Attributes:
+        monitor: the logged metric the best checkpoint is chosen by.
+        mode: ``"min"`` or ``"max"`` for ``monitor``.
+        metric: the record's headline metric (``bpd``, ``accuracy``, ``mse``).
+        timed: whether `python -m bench time` and the timing callback apply (flows).
+    """
+
+    monitor: ClassVar[str]
+    mode: ClassVar[str] = "min"
+    metric: ClassVar[str]
+    timed: ClassVar[bool] = False
+    net: nn.Module
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        warmup_steps: int = 0,
+        schedule: str = "constant",
+        final_lr: float | None = None,
+        total_steps: int | None = None,
+        seed: int = 0,
+        sample_dir: str | None = None,
+    ):
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+        if schedule not in ("constant", "cosine", "linear"):
+            raise ValueError(f"schedule must be constant, cosine or linear, got {schedule!r}")
+        if schedule == "linear" and final_lr is None:
+            raise ValueError("schedule 'linear' needs module.final_lr")
+        self.seed, self.sample_dir = seed, sample_dir
+        self.optim = dict(
+            lr=lr,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            warmup_steps=warmup_steps,
+            schedule=schedule,
+            final_lr=final_lr,
+            total_steps=total_steps,
+        )
+
+    def params_m(self) -> float:
+        """Parameters that influence the output, in millions (`models.registry.count_params`)."""
+        return count_params(self.net) / 1e6
+
+    def eval_model(self) -> nn.Module:
+        """The network evaluated (timing, FID, sampling): ``self.net`` unless overridden."""
+        return self.net
+
+    def record_metrics(self, results: dict[str, float], context: dict[str, Any]) -> dict:
+        """The record's metrics from the test pass's ``results`` (``trainer.test``'s dict);
+        ``context`` holds ``datamodule``, ``device`` and the row ``config``."""
+        raise NotImplementedError
+
+    def configure_optimizers(self):
+        hp = self.optim
+        options: dict[str, Any] = {"lr": hp["lr"], "weight_decay": hp["weight_decay"]}
+        if hp["optimizer"] == "sgd":
+            options.update(momentum=hp["momentum"], nesterov=hp["momentum"] > 0)
+        optimizer = OPTIMIZERS[hp["optimizer"]](self.net.parameters(), **options)
+        factor = partial(
+            schedule_factor,
+            warmup=hp["warmup_steps"],
+            total=hp["total_steps"],
+            schedule=hp["schedule"],
+            final_ratio=(hp["final_lr"] or 0.0) / hp["lr"],
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

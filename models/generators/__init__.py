@@ -1,0 +1,1 @@
+"""Generators that are not flows: the Deep Fourier Machines generator (`dfm.py`)."""
