@@ -42,16 +42,29 @@ def multiscale_flow(
     return Flow(transform, input_shape, image_preprocessing(logit_alpha))
 
 
-def glow_step(width: int = 512, coupling: str = "affine", lu: bool = True) -> StepFactory:
-    """Glow step: ActNorm -> invertible 1x1 (LU or plain) -> affine or additive coupling."""
+def glow_step(
+    width: int = 512,
+    coupling: str = "affine",
+    lu: bool = True,
+    mix: Callable[[int], Bijection] | None = None,
+) -> StepFactory:
+    """Glow step: ActNorm -> invertible linear layer -> affine or additive coupling.
+
+    Args:
+        width: hidden channels of the coupling network.
+        coupling: ``"affine"`` or ``"additive"``.
+        lu: the linear layer is the LU-parameterised 1x1 convolution (else the plain one).
+        mix: the slot of the linear layer: ``mix(channels)`` builds any channel-preserving
+            bijection in place of the 1x1 convolution (a new layer enters where Glow's sits).
+    """
     couplings = {"affine": AffineCoupling, "additive": AdditiveCoupling}
     if coupling not in couplings:
         raise ValueError(f"coupling must be one of {sorted(couplings)}, got {coupling!r}")
+    make_mix = mix or (InvConv1x1LU if lu else InvConv1x1)
 
     def make(shape: Shape, level: int) -> list[Bijection]:
         channels = shape[0]
-        mix = InvConv1x1LU(channels) if lu else InvConv1x1(channels)
-        return [ActNorm(channels), mix, couplings[coupling](channels, width)]
+        return [ActNorm(channels), make_mix(channels), couplings[coupling](channels, width)]
 
     return make
 
@@ -64,10 +77,12 @@ def glow(
     coupling: str = "affine",
     lu: bool = True,
     logit_alpha: float | None = None,
+    mix: Callable[[int], Bijection] | None = None,
 ) -> Flow:
     """Glow (Kingma & Dhariwal 2018): CIFAR-10 config L=3, K=32, width 512, affine, LU 1x1.
-    Data centred to [-0.5, 0.5) as in Glow, or RealNVP's logit when ``logit_alpha`` is given."""
-    step = glow_step(width, coupling, lu)
+    Data centred to [-0.5, 0.5) as in Glow, or RealNVP's logit when ``logit_alpha`` is given;
+    ``mix`` replaces the 1x1 convolution (`glow_step`)."""
+    step = glow_step(width, coupling, lu, mix)
     return multiscale_flow(input_shape, levels, steps, step, logit_alpha=logit_alpha)
 
 

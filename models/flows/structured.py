@@ -3,8 +3,10 @@ diagonal), Woodbury Glow and ButterflyFlow (the CDFlow and Inverse-Flow tables' 
 
 from __future__ import annotations
 
+from functools import partial
+
 from models.core import Bijection, Flow
-from models.flows.glow import Shape, multiscale_flow
+from models.flows.glow import Shape, glow, multiscale_flow
 from models.layers.butterfly import ButterflyLayer
 from models.layers.circulant import CirculantDiagonal
 from models.layers.glow import ActNorm, AffineCoupling, InvConv1x1LU
@@ -18,14 +20,9 @@ def cdflow(
     width: int = 512,
     m: int = 2,
 ) -> Flow:
-    """CDFlow: each step is actnorm -> circulant-diagonal layer (m diagonals, m - 1 circulants)
-    -> affine coupling (Glow's net)."""
-
-    def step(shape: Shape, level: int) -> list[Bijection]:
-        c = shape[0]
-        return [ActNorm(c), CirculantDiagonal(c, m), AffineCoupling(c, width)]
-
-    return multiscale_flow(input_shape, levels, steps, step)
+    """CDFlow: Glow with the circulant-diagonal layer (m diagonals, m - 1 circulants) in the
+    slot of the 1x1 convolution: actnorm -> CD layer -> affine coupling (Glow's net)."""
+    return glow(input_shape, levels, steps, width, mix=partial(CirculantDiagonal, m=m))
 
 
 def woodbury_glow(
