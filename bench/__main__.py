@@ -3,7 +3,7 @@
 Each command's work lives in `bench.experiments` (fit/test/time/fid of a row, run-tables, the
 layer benchmarks, DFM compression) or `bench.report`; this file only parses and dispatches.
 A bad config, name or data file ends in one line on stderr and exit status 2 (``--debug``
-shows the traceback).
+shows the traceback). Each command imports its module when it runs, so ``--help`` is quick.
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bench.schema import SCHEMAS
+from bench.tasks import model_index
+from datamodules import DATAMODULES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RECIPE_DIR = CONFIG_DIR / "recipes"
@@ -223,8 +225,6 @@ def _sets(data: dict, loc: list[str]) -> bool:
 
 def check_model_kwargs(config: dict, path: Path) -> None:
     """Every ``model_kwargs`` key must be a parameter of the model's constructor."""
-    from bench.tasks import model_index
-
     models = model_index(config["task"])
     if config["model"] not in models:
         raise ConfigError(
@@ -238,8 +238,6 @@ def check_model_kwargs(config: dict, path: Path) -> None:
 
 def check_data_options(config: dict, path: Path) -> None:
     """Every ``data`` key that is set must be an option of the dataset's datamodule."""
-    from datamodules import DATAMODULES
-
     dataset = config["dataset"]
     if dataset not in DATAMODULES:
         raise ConfigError(

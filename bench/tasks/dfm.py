@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torchvision
 
+from bench.evaluators.fid import compute_fid
 from bench.tasks.base import Task
 from models.generators.dfm import FourierGenerator
 
@@ -81,8 +82,6 @@ class DFMTask(Task):
         metrics = {"mse": float(mse), "params_m": self.params_m()}
         samples = context["config"]["evaluate"]["fid"]
         if samples:
-            from bench.evaluators.fid import compute_fid
-
             device = context["device"]
             metrics.update(
                 compute_fid(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
@@ -134,8 +135,6 @@ class FlowTask(Task):
     @torch.no_grad()
     def log_samples(self) -> Path | None:
         """Draw a grid of samples; log it to W&B when active, always save it as a PNG."""
-        import torchvision
-
         samples = self.eval_model().sample(self.hparams.num_samples, self.hparams.temperature)
         grid = torchvision.utils.make_grid(samples / 255.0, nrow=int(math.sqrt(len(samples))))
         logger = self.logger
