@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+DEFAULT_DATA_DIR = "data"
+
 
 class DataFileError(FileNotFoundError):
     """A data file is missing or unreadable; the message says which and how to provide it."""
@@ -69,7 +71,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str | Path = "data",
+        data_dir: str | Path = DEFAULT_DATA_DIR,
         batch_size: int = 64,
         val_size: int = 5000,
         seed: int = 0,
@@ -84,6 +86,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.num_workers, self.subset, self.download = num_workers, subset, download
         self._splits: dict[str, ImageTensorDataset] | None = None
+        self.source: dict = {}  # what `load` read: files, checksums (set by subclasses)
 
     def load(self) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:  # pragma: no cover
         raise NotImplementedError
@@ -106,6 +109,14 @@ class ImageDataModule(pl.LightningDataModule):
             "val": ImageTensorDataset(train_x[val_idx], train_y[val_idx], self.with_index),
             "test": ImageTensorDataset(test_x, test_y, self.with_index),
         }
+
+    @property
+    def provenance(self) -> dict:
+        """The data actually loaded, for the record: the data set, the examples of each split
+        and what `load` read (files and checksums where the subclass records them)."""
+        self.setup()
+        sizes = {split: len(data) for split, data in self._splits.items()}
+        return {"dataset": self.name, "examples": sizes, **self.source}
 
     def dataset(self, split: str) -> ImageTensorDataset:
         self.setup()

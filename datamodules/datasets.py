@@ -8,14 +8,21 @@ how to provide it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from datamodules.base import DataFileError, ImageDataModule, SyntheticDataModule
+from datamodules.base import (
+    DEFAULT_DATA_DIR,
+    DataFileError,
+    ImageDataModule,
+    SyntheticDataModule,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +31,36 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# MD5 of the uncompressed idx files (the same whichever gzip packed them): what identifies the
+# data actually loaded, whatever folder or row named it.
+IDX_MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+
+def identify_idx(md5s: dict[str, str]) -> str | None:
+    """The data set whose four idx files have exactly these uncompressed MD5s, else None."""
+    return next((name for name, known in IDX_MD5.items() if known == md5s), None)
 
 
 def read_idx(path: Path) -> Tensor:
     """Read an idx file (optionally gzipped) into a uint8 tensor; check magic number and size."""
+    return read_idx_with_md5(path)[0]
+
+
+def read_idx_with_md5(path: Path) -> tuple[Tensor, str]:
+    """`read_idx` and the MD5 of the uncompressed bytes."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
@@ -46,7 +79,7 @@ def read_idx(path: Path) -> Tensor:
             f"found {len(data) - offset} bytes"
         )
     array = np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
-    return torch.from_numpy(array.copy())
+    return torch.from_numpy(array.copy()), hashlib.md5(data).hexdigest()
 
 
 class IdxDataModule(ImageDataModule):
@@ -56,9 +89,17 @@ class IdxDataModule(ImageDataModule):
 
     torchvision_name = "MNIST"
     shape = (1, 28, 28)
+    # Folders searched after data_dir when the default data_dir holds no files.
+    installed_dirs: tuple[Path, ...] = ()
+
+    def folders(self) -> list[Path]:
+        folders = [self.data_dir / self.torchvision_name / "raw", self.data_dir]
+        if self.data_dir == Path(DEFAULT_DATA_DIR):
+            folders += list(self.installed_dirs)
+        return folders
 
     def find(self, stem: str) -> Path | None:
-        for folder in (self.data_dir / self.torchvision_name / "raw", self.data_dir):
+        for folder in self.folders():
             for name in (stem, stem + ".gz"):
                 if (folder / name).is_file():
                     return folder / name
@@ -68,10 +109,13 @@ class IdxDataModule(ImageDataModule):
         import torchvision
 
         dataset_cls = getattr(torchvision.datasets, self.torchvision_name)
+        created = not self.data_dir.exists()
         try:
             for train in (True, False):
                 dataset_cls(str(self.data_dir), train=train, download=True)
         except Exception as err:  # network errors come in many types
+            if created:  # a failed download leaves no folder behind
+                shutil.rmtree(self.data_dir, ignore_errors=True)
             raise DataFileError(self._how_to(f"download failed ({err})")) from err
 
     def _how_to(self, problem: str) -> str:
@@ -85,6 +129,18 @@ class IdxDataModule(ImageDataModule):
             f"dataset=fashion_mnist --data_dir {DEBIAN_FASHION_MNIST})."
         )
 
+    def check_identity(self, md5s: dict[str, str]) -> None:
+        """Record which files were read and what they are; files of another known data set
+        than this module's (Fashion-MNIST under an MNIST row) are a `DataFileError`."""
+        found = identify_idx(md5s)
+        folder = self.find(IDX_FILES["train"][0]).parent
+        self.source = {"files": str(folder), "md5": md5s, "identified_as": found}
+        if found is not None and found != self.name:
+            raise DataFileError(
+                f"the idx files in {folder} are {found}, not {self.name} (their MD5s "
+                f"match {found}'s); run the row with --set dataset={found} (DATASET={found})"
+            )
+
     def load(self):
         stems = [s for pair in IDX_FILES.values() for s in pair]
         if any(self.find(s) is None for s in stems):
@@ -93,16 +149,21 @@ class IdxDataModule(ImageDataModule):
                 raise DataFileError(self._how_to(f"missing {', '.join(missing)}"))
             log.info("downloading %s to %s", self.torchvision_name, self.data_dir)
             self._download()
-        splits = []
+        splits, md5s = [], {}
         for split in ("train", "test"):
             images_file, labels_file = (self.find(s) for s in IDX_FILES[split])
-            images, labels = read_idx(images_file), read_idx(labels_file).long()
+            (images, images_md5), (labels, labels_md5) = map(
+                read_idx_with_md5, (images_file, labels_file)
+            )
+            md5s.update({IDX_FILES[split][0]: images_md5, IDX_FILES[split][1]: labels_md5})
+            labels = labels.long()
             if images.dim() != 3 or len(images) != len(labels):
                 raise DataFileError(
                     f"{images_file} and {labels_file} disagree: {tuple(images.shape)} images, "
                     f"{len(labels)} labels"
                 )
             splits.append((images[:, None], labels))
+        self.check_identity(md5s)
         return tuple(splits)
 
 
@@ -112,8 +173,11 @@ class MNISTDataModule(IdxDataModule):
 
 
 class FashionMNISTDataModule(IdxDataModule):
+    """Fashion-MNIST; with the default data_dir, also the Debian package's files."""
+
     name = "fashion_mnist"
     torchvision_name = "FashionMNIST"
+    installed_dirs = (DEBIAN_FASHION_MNIST,)
 
 
 class CIFAR10DataModule(ImageDataModule):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,48 @@ def test_synthetic_any_shape():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
         make_datamodule("svhn")
+
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian package dataset-fashion-mnist absent")
+def test_files_are_identified_by_checksum_not_by_the_row(tmp_path, monkeypatch):
+    from datamodules.datasets import FashionMNISTDataModule, MNISTDataModule
+
+    with pytest.raises(DataFileError, match="are fashion_mnist, not mnist"):
+        MNISTDataModule(data_dir=FASHION_DIR, download=False, subset=100).setup()
+    monkeypatch.chdir(tmp_path)  # the default data_dir ("data") is empty here
+    fashion = FashionMNISTDataModule(download=False, subset=100)
+    provenance = fashion.provenance
+    assert provenance["identified_as"] == "fashion_mnist"
+    assert provenance["files"] == str(FASHION_DIR) and len(provenance["md5"]) == 4
+    assert provenance["examples"]["train"] + provenance["examples"]["val"] == 100
+
+
+def test_unknown_idx_files_are_recorded_with_their_checksums(tmp_path):
+    from datamodules.datasets import MNISTDataModule
+
+    write_mnist(tmp_path, n_train=40, n_test=10)
+    module = MNISTDataModule(data_dir=tmp_path, download=False, val_size=8)
+    provenance = module.provenance
+    assert provenance["dataset"] == "mnist" and provenance["identified_as"] is None
+    assert sorted(provenance["md5"]) == sorted(
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"]
+        + ["t10k-labels-idx1-ubyte"]
+    )
+
+
+def test_a_failed_download_leaves_no_data_folder(tmp_path, monkeypatch):
+    import torchvision
+
+    from datamodules.datasets import MNISTDataModule
+
+    def offline(root, **kwargs):
+        Path(root, "MNIST", "raw").mkdir(parents=True)
+        raise OSError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(DataFileError, match="download failed"):
+        MNISTDataModule(data_dir=tmp_path / "data").setup()
+    assert not (tmp_path / "data").exists()
