@@ -2,7 +2,9 @@
 
 A record (`Record`) is one JSON object per line in ``results/runs/<table>.jsonl``: table, row,
 dataset, metrics, epochs, steps, profile, device, git commit, timestamp, config hash, W&B URL,
-command, and optionally note, status/reason (a skipped row) and curve (the training curve).
+command, and optionally note, step_tested (the step of the checkpoint evaluated), data (what was
+actually loaded: `datamodules.base.ImageDataModule.provenance`), status/reason (a skipped row)
+and curve (the training curve).
 `append_records` holds a file lock around read, rewrite to a temporary file and rename, so
 concurrent writers lose nothing and a killed writer leaves the old or the new file, never half a
 line. Every generated file goes through `write_atomic`, which keeps the usual permissions.
@@ -77,6 +79,8 @@ class Record(TypedDict, total=False):
     wandb_url: str | None
     command: str
     note: str
+    step_tested: int | None
+    data: dict[str, Any]
     status: str
     reason: str
     curve: dict[str, list[float]]

@@ -89,8 +89,19 @@ def test_resume_gives_the_same_next_step_loss(tmp_path):
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
     module = FlowTask("glow_mnist", SMALL_GLOW, num_samples=0)
     monkeypatch.setattr(module.flow, "log_prob", lambda x: torch.full((len(x),), float("nan")))
-    with pytest.raises(NonFiniteLossError, match="non-finite training loss.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss.*No checkpoint was"):
         trainer(tmp_path, max_steps=5).fit(module, datamodule=synthetic())
+
+
+def test_non_finite_loss_names_the_checkpoint_that_exists(tmp_path, monkeypatch):
+    module = FlowTask("glow_mnist", SMALL_GLOW, num_samples=0)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
+    trainer(tmp_path, max_epochs=1, callbacks=[checkpoint]).fit(module, datamodule=synthetic())
+    monkeypatch.setattr(module.flow, "log_prob", lambda x: torch.full((len(x),), float("nan")))
+    last = str(tmp_path / "c" / "last.ckpt")
+    with pytest.raises(NonFiniteLossError, match=f"last good checkpoint is kept \\({last}\\)"):
+        t = trainer(tmp_path, max_epochs=2, callbacks=[checkpoint])
+        t.fit(module, datamodule=synthetic(), ckpt_path=last)
 
 
 def test_auxiliary_loss_hook_is_added_to_the_loss():
@@ -184,11 +195,14 @@ def test_cli_fit_then_test_then_time_append_records(tmp_path):
         check_record(record)
     assert records[0]["steps"] == 12 and records[0]["profile"] == "paper"
     assert records[0]["step_tested"] == records[1]["step_tested"] <= 12
+    assert records[0]["data"]["dataset"] == "synthetic"
+    assert records[0]["data"]["examples"] == {"train": 128, "val": 32, "test": 32}
     assert records[0]["command"] == "python -m bench fit " + " ".join(common)
     assert records[2]["command"].startswith("python -m bench time --config")
-    assert (
-        tmp_path / "outputs" / "pipeline_test" / "tiny" / "paper" / "checkpoints" / "last.ckpt"
-    ).is_file()
+    from bench.experiments.run_dir import checkpoint_step
+
+    last = tmp_path / "outputs" / "pipeline_test" / "tiny" / "paper" / "checkpoints" / "last.ckpt"
+    assert checkpoint_step(last) == 12  # saved where training stopped, mid-epoch (8 per epoch)
 
 
 def test_cli_resume_continues_from_last_checkpoint(tmp_path):
@@ -205,6 +219,29 @@ def test_cli_resume_continues_from_last_checkpoint(tmp_path):
     cli("fit", *common, "--resume", "--set", "trainer.max_steps=20")
     records = read_records(tmp_path / "r" / "runs" / "pipeline_test.jsonl")
     assert [r["steps"] for r in records] == [12, 20]
+    assert len(records[1]["curve"]["train_step"]) > len(records[0]["curve"]["train_step"])
+    assert (
+        records[1]["curve"]["train_step"][: len(records[0]["curve"]["train_step"])]
+        == (records[0]["curve"]["train_step"])
+    )  # the resumed record keeps the points before the stop
+
+
+def test_resume_refuses_a_changed_recipe_and_keeps_one_checkpoint_set(tmp_path, capsys):
+    import shutil
+
+    config = write_config(tmp_path)
+    common = ["--config", str(config), "--results_dir", str(tmp_path / "r")]
+    assert cli("fit", *common, "--work_dir", str(tmp_path / "o")) == 0
+    changed = ["--resume", "--set", "module.lr=3e-4"]
+    assert cli("fit", *common, "--work_dir", str(tmp_path / "o"), *changed) == 2
+    err = capsys.readouterr().err
+    assert "differs from the run" in err and "module.lr (0.001 -> 0.0003)" in err
+    assert len(read_records(tmp_path / "r" / "runs" / "pipeline_test.jsonl")) == 1
+    shutil.copytree(tmp_path / "o", tmp_path / "copy")
+    longer = ["--resume", "--set", "trainer.max_steps=20"]
+    assert cli("fit", *common, "--work_dir", str(tmp_path / "copy"), *longer) == 0
+    checkpoints = tmp_path / "copy" / "pipeline_test" / "tiny" / "paper" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 def test_config_errors_are_clear(tmp_path):

@@ -13,6 +13,32 @@ from bench.__main__ import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+TINY_DFM = [
+    "data.shape=[1,28,28]",
+    "data.num_train=48",
+    "data.num_test=16",
+    "data.val_size=16",
+    "data.subset=null",
+    "trainer.max_steps=3",
+    "trainer.enable_progress_bar=false",
+    "model_kwargs.width=2",
+    "model_kwargs.depth=2",
+    "model_kwargs.latent=4",
+    "model_kwargs.decoder_hidden=[8]",
+]
+
+
+def test_a_failing_row_is_recorded_as_skipped_and_the_exit_status_says_so(tmp_path, capsys):
+    torch.set_default_dtype(torch.float32)
+    argv = ["run-tables", "--tables", "dfm_mnist", "--profile", "demo", "--dataset", "synthetic"]
+    argv += ["--results_dir", str(tmp_path / "r"), "--work_dir", str(tmp_path / "o")]
+    code = main([*argv, "--set", *TINY_DFM, "module.lr=-1.0"])
+    out = capsys.readouterr().out
+    assert code == 1 and "1 of 1 rows failed" in out
+    (record,) = [json.loads(x) for x in (tmp_path / "r/runs/dfm_mnist.jsonl").open()]
+    assert record["status"] == "skipped" and "learning rate" in record["reason"]
+
+
 def test_run_tables_trains_a_dfm_row_and_reports_its_metric(tmp_path, capsys):
     torch.set_default_dtype(torch.float32)
     code = main(

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
+import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
@@ -27,17 +27,12 @@ from bench.experiments.callbacks import (
     evaluation_device,
     timing_metrics,
 )
-from bench.records import Record, append_records, make_record, records_path
+from bench.experiments.run_dir import RUN_CONFIG, check_resumable, checkpoint_step, run_dir
+from bench.records import Record, append_records, make_record, records_path, write_atomic
 from bench.tasks import TASKS, Task
 from datamodules import make_datamodule
 
 log = logging.getLogger(__name__)
-
-
-def run_dir(config: dict, work_dir: str | Path) -> Path:
-    """Where a row's checkpoints, logs and samples go: <work_dir>/<table>/<name>/<profile>."""
-    name = Path(config["config_path"]).stem
-    return Path(work_dir) / config["table"] / name / config["profile"]
 
 
 def make_logger(config: dict, directory: Path):
@@ -109,6 +104,7 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
         monitor=task.monitor,
         mode=task.mode,
         save_last=True,
+        enable_version_counter=False,  # one checkpoint set: best.ckpt and last.ckpt
     )
     options = {k: v for k, v in config["trainer"].items() if v is not None}
     for key in ("accelerator", "devices", "num_nodes", "strategy"):
@@ -123,12 +119,6 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
     )
 
 
-def checkpoint_step(path: str | Path) -> int | None:
-    """The global step a Lightning checkpoint was saved at."""
-    state = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
-    return state.get("global_step")
-
-
 def fit_command(config: dict, args) -> Record:
     """Train, test the best checkpoint, time, and append the record. Returns the record."""
     pl.seed_everything(config["seed"], workers=True)
@@ -140,6 +130,9 @@ def fit_command(config: dict, args) -> Record:
     ckpt_path = str(last) if args.resume and last.is_file() else None
     if args.resume and ckpt_path is None:
         log.warning("--resume: no checkpoint at %s, starting from scratch", last)
+    if ckpt_path:
+        check_resumable(config, directory / RUN_CONFIG)
+    write_atomic(directory / RUN_CONFIG, yaml.safe_dump(config, sort_keys=False))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them
     tested = trainer.checkpoint_callback.best_model_path or str(last)
@@ -162,6 +155,7 @@ def fit_command(config: dict, args) -> Record:
         epochs=trainer.current_epoch,
         steps=trainer.global_step,
         step_tested=checkpoint_step(tested),
+        data=datamodule.provenance,
         wandb_url=wandb_url(logger),
         curve=curves[0] if curves else None,
     )
@@ -215,7 +209,9 @@ def test_command(config: dict, args) -> Record:
     metrics = evaluate_bpd(module.eval_model(), datamodule.test_dataloader(), device)
     metrics["params_m"] = module.params_m()
     step = checkpoint_step(checkpoint)
-    return record_row(config, args, metrics, device_name(device), step_tested=step)
+    return record_row(
+        config, args, metrics, device_name(device), step_tested=step, data=datamodule.provenance
+    )
 
 
 def time_command(config: dict, args) -> Record:
@@ -250,7 +246,9 @@ def fid_command(config: dict, args) -> Record:
         f"FID: {args.num_samples} samples at temperature {args.temperature}, seed {args.seed}, "
         f"against the {config['dataset']} training split; checkpoint {checkpoint}"
     )
-    return record_row(config, args, metrics, device_name(device), note=note)
+    return record_row(
+        config, args, metrics, device_name(device), note=note, data=datamodule.provenance
+    )
 
 
 COMMANDS = {"fit": fit_command, "test": test_command, "time": time_command, "fid": fid_command}

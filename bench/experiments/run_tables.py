@@ -5,7 +5,8 @@ of that profile already holds the row's headline metric (unless ``--force``), el
 time it; a row that fails is recorded as skipped with the reason, never silently dropped, and
 training stops at half of the row's share of the time budget. Tables without row configs run
 their experiment (``experiment:`` in ``_table.yaml``). Then the report. Exit status: 0 when every
-requested row ran or was already measured, 2 when a data set was missing and nothing ran.
+requested row ran or was already measured, 1 when a row failed (after the others ran and the
+report was written), 2 when a data set was missing and nothing ran.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def run_tables(args: argparse.Namespace) -> int:
     share = args.budget_minutes * 60 / max(len(paths), 1) if args.budget_minutes else None
     print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
     missing: set[str] = set()  # data sets whose files are not available
-    succeeded = 0
+    succeeded, failed = 0, 0
     for i, path in enumerate(paths, start=1):
         config = row_config(path, args, share)
         label = f"[{i}/{len(paths)}] {config['table']} / {config['row']}"
@@ -144,7 +145,11 @@ def run_tables(args: argparse.Namespace) -> int:
             log.debug(traceback.format_exc())
             record_skip(config, results_dir, reason)
             print(f"{label}: skipped ({reason})")
+            failed += 1
     status = 2 if missing and not (succeeded or ran_experiment) else 0
+    if failed:
+        status = 1
+        print(f"{failed} of {len(paths)} rows failed; see their 'skipped' cells")
     result = report(results_dir)
     for table in tables:
         if table in result["tables"]:

@@ -90,13 +90,21 @@ class FlowTask(Task):
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite training loss ({loss.item()}) at step {self.global_step} of "
-                f"{self.hparams.model}; stopping. The last good checkpoint is kept (last.ckpt); "
-                "lower the learning rate or add warm-up / gradient clipping."
+                f"{self.hparams.model}; stopping. {self.saved_checkpoint_note()}; lower the "
+                "learning rate or add warm-up / gradient clipping."
             )
         bpd = (-log_prob).mean() / (self.num_dims * math.log(2))
         self.log("train/bpd", bpd, prog_bar=True, batch_size=len(x))
         self.log("train/loss", loss, batch_size=len(x))
         return loss
+
+    def saved_checkpoint_note(self) -> str:
+        """Where the last good weights are, as far as a checkpoint on disk says."""
+        callback = self.trainer.checkpoint_callback if self._trainer is not None else None
+        last = getattr(callback, "last_model_path", "") or ""
+        if last and Path(last).is_file():
+            return f"The last good checkpoint is kept ({last})"
+        return "No checkpoint was saved before this step"
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:
