@@ -20,6 +20,9 @@ in raster order (pixel blocks), so ``x = T^-1 y`` is a triangular solve. Exact s
   CPUs wide rows are cut into strips solved as a pipeline (H + S - 1 steps): smaller products,
   about Ws / W of the multiply-adds.
 - ``dense``: the explicit D x D matrix and `torch.linalg.solve` (reference, small images).
+- ``triton``: the ``rows`` recurrence in one fused Triton kernel launch per solve, all channel
+  groups of a layer together (`models.layers.inverse_conv_triton`; CUDA tensors, or CPU tensors
+  under ``TRITON_INTERPRET=1``; triton is imported on first use).
 
 Gradients of x = T^-1 y (`CausalSolve`): with g = dL/dx, u = T^-T g (an anti-causal solve:
 the same solver on the spatially flipped, channel-reversed transposed kernel, or the conjugate
@@ -40,6 +43,8 @@ from torch.autograd.function import once_differentiable
 from models.core import Bijection, check_image, dense_matrix, zero_logdet
 
 SOLVERS = ("wavefront", "rows", "power_series", "dense")
+# Needs triton: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (`inverse_conv_triton`).
+OPTIONAL_SOLVERS = ("triton",)
 
 
 def check_weight(weight: Tensor) -> None:
@@ -280,8 +285,29 @@ def solve_dense(y: Tensor, weight: Tensor) -> Tensor:
     return torch.linalg.solve(matrix, y.reshape(b, -1).T).T.reshape(b, c, h, w)
 
 
+def triton_solvers():
+    """`models.layers.inverse_conv_triton`, imported on first use (this module imports where
+    triton is missing)."""
+    try:
+        from models.layers import inverse_conv_triton
+    except ImportError as error:
+        message = f"solver='triton' unavailable: triton not importable ({error})"
+        raise RuntimeError(message) from error
+    return inverse_conv_triton
+
+
+def solve_triton(y: Tensor, weight: Tensor) -> Tensor:
+    """x = T^-1 y by the fused Triton kernel, one launch. y [B,C,H,W] -> x [B,C,H,W]."""
+    return triton_solvers().solve_triton(y, weight)
+
+
 # Solvers that take (y, weight); power_series instead keeps its inverse-kernel spectrum.
-DIRECT_SOLVERS = {"wavefront": solve_wavefront, "rows": solve_rows, "dense": solve_dense}
+DIRECT_SOLVERS = {
+    "wavefront": solve_wavefront,
+    "rows": solve_rows,
+    "dense": solve_dense,
+    "triton": solve_triton,
+}
 
 
 class CausalSolve(torch.autograd.Function):
@@ -320,8 +346,8 @@ class CausalSolve(torch.autograd.Function):
 def causal_solve(y: Tensor, weight: Tensor, solver: str = "rows") -> Tensor:
     """x = T^-1 y for the causal conv T of ``weight``. y [B,C,H,W] -> x [B,C,H,W]."""
     check_weight(weight)
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS}")
+    if solver not in SOLVERS + OPTIONAL_SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS + OPTIONAL_SOLVERS}")
     return CausalSolve.apply(y, weight, solver)
 
 
@@ -364,8 +390,8 @@ class _CausalKernel(Bijection):
             )
         if kernel_size < 1:
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS}")
+        if solver not in SOLVERS + OPTIONAL_SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS + OPTIONAL_SOLVERS}")
         self.channels, self.kernel_size, self.solver = channels, kernel_size, solver
         self.orientations = orientations
         cg = channels // groups
@@ -402,6 +428,8 @@ class _CausalKernel(Bijection):
 
     def solve(self, y: Tensor) -> Tensor:
         check_image(y, self.channels, type(self).__name__)
+        if self.solver == "triton":  # every channel group in one launch
+            return triton_solvers().grouped_causal_solve(y, self.kernels(), self.orientations)
         return self._per_group(y, lambda v, w: causal_solve(v, w, self.solver))
 
     def logdet(self, x: Tensor) -> Tensor:
