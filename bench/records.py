@@ -37,18 +37,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Metric:
-    """A table column: its label and the metric holding its spread, if any."""
+    """A table column: its label, the metric holding its spread (std) if any, and, for
+    timings, the prefix of its median and interquartile range (``<prefix>_median``, ``_iqr``)
+    which a cell shows in preference to mean +- std when the record has them."""
 
     label: str
     std: str | None = None
+    robust: str | None = None
 
 
 # Column order of every table; a new metric is one line here.
 METRICS: dict[str, Metric] = {
     "bpd": Metric("BPD"),
     "nll": Metric("NLL"),
-    "st_ms": Metric("ST (ms)", "st_std"),
-    "ft_ms": Metric("FT (ms)", "ft_std"),
+    "st_ms": Metric("ST (ms)", "st_std", "st"),
+    "ft_ms": Metric("FT (ms)", "ft_std", "ft"),
+    "train_step_ms": Metric("Train step (ms)", "train_step_std", "train_step"),
     "params_m": Metric("Param (M)"),
     "fid": Metric("FID"),
     "accuracy": Metric("Acc (%)"),
@@ -257,6 +261,16 @@ def pick_record(records: list[Record], metric: str, row: str | None = None) -> R
     return max(
         holding, key=lambda r: (PROFILE_RANK.get(r.get("profile"), 0), r.get("timestamp") or "")
     )
+
+
+def measured_value(record: Record, metric: str) -> tuple[float, float | None, str]:
+    """(value, spread, kind) a cell shows for ``metric``: the median and IQR where the record
+    has them (kind ``"median"``), else the value and its std (kind ``"mean"``)."""
+    values, robust = record["metrics"], METRICS[metric].robust
+    if robust and isinstance(values.get(f"{robust}_median"), int | float):
+        return values[f"{robust}_median"], values.get(f"{robust}_iqr"), "median"
+    std = values.get(METRICS[metric].std or "")
+    return values[metric], std, "mean"
 
 
 def load_published(results_dir: Path) -> pd.DataFrame:

@@ -186,10 +186,11 @@ def test_cli_fit_then_test_then_time_append_records(tmp_path):
     assert cli("time", *common) == 0
     records = read_records(tmp_path / "results" / "runs" / "pipeline_test.jsonl")
     timing = [f"{p}_{s}" for p in ("st", "ft") for s in ("ms", "std", "median", "iqr")]
+    train_step = [f"train_step_{s}" for s in ("ms", "std", "median", "iqr")]
     assert [sorted(r["metrics"]) for r in records] == [
         sorted(["bpd", "nll", "params_m", *timing, "st_per_sample_ms"]),
         sorted(["bpd", "nll", "params_m"]),
-        sorted([*timing, "params_m", "st_per_sample_ms"]),
+        sorted([*timing, "params_m", "st_per_sample_ms", *train_step]),
     ]
     for record in records:
         check_record(record)
@@ -384,3 +385,14 @@ def test_parser_accepts_every_command():
     for command in ("fit", "test", "time"):
         args = parser.parse_args([command, "--config", "x.yaml"])
         assert isinstance(args, argparse.Namespace) and args.profile == "paper"
+
+
+def test_train_step_timing_steps_a_copy_and_leaves_the_weights(tmp_path):
+    from bench.evaluators.timing import time_train_step
+
+    module = FlowTask("glow_mnist", SMALL_GLOW, lr=1e-2, num_samples=0)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    timing = time_train_step(module, batch_size=4, runs=3)
+    assert timing.runs == 3 and timing.median_ms > 0 and timing.iqr_ms >= 0
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

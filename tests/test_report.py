@@ -143,3 +143,15 @@ def test_report_removes_what_it_no_longer_writes_and_keeps_other_commands_files(
     assert sorted(out["removed"]) == sorted(stale)
     assert all(path.is_file() for path in kept)
     assert (tables / "toy_t1.md").is_file() and (tables / "toy_t1_timing.png").is_file()
+
+
+def test_timing_cells_show_median_and_iqr_when_recorded(results):
+    path = results / "runs" / "toy_t1.jsonl"
+    record = json.loads(path.read_text().splitlines()[0])
+    record["metrics"].update(st_ms=30.0, st_std=20.0, st_median=12.0, st_iqr=1.5)
+    record["row"], record["timestamp"] = "Slow", "2030-01-01T00:00:00+00:00"
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    markdown = report(results, with_plots=False)["tables"]["toy_t1"].markdown
+    assert "| 12.0 (IQR 1.500) [" in markdown and "30.0 ± 20.0" not in markdown
+    assert "median and interquartile range" in markdown

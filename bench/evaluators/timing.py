@@ -8,11 +8,13 @@ range, in milliseconds.
 `time_flow` is the whole-model protocol, the same for every row: ST = one call drawing 100
 samples, FT = one density pass (log_prob) on a batch of 100, each after warm-up, >= 5 (ST) and
 10 (FT) runs; also SNF's per-sample protocol (100 calls of sample(1), trimmed mean of the
-middle 60: ``st_per_sample_ms``).
+middle 60: ``st_per_sample_ms``). `time_train_step` times forward + backward + optimizer step
+at the row's batch size (``train_step_ms``): what sets how long a table takes to train.
 """
 
 from __future__ import annotations
 
+import copy
 import platform
 import statistics
 import time
@@ -93,7 +95,7 @@ def trimmed_mean_ms(samples: list[float], keep: int = 60) -> float:
     return statistics.fmean(middle)
 
 
-def timing_metrics(prefix: str, timing: Timing) -> dict[str, float]:
+def timing_summary(prefix: str, timing: Timing) -> dict[str, float]:
     """``<prefix>_ms`` (mean), ``<prefix>_std``, ``<prefix>_median``, ``<prefix>_iqr``."""
     return {
         f"{prefix}_ms": timing.mean_ms,
@@ -119,8 +121,8 @@ def time_flow(
     st = time_call(lambda: flow.sample(num_samples), device, runs=st_runs, warmup=1)
     ft = time_call(lambda: flow.log_prob(x), device, runs=ft_runs, warmup=2)
     metrics: dict[str, float | str] = {
-        **timing_metrics("st", st),
-        **timing_metrics("ft", ft),
+        **timing_summary("st", st),
+        **timing_summary("ft", ft),
         "params_m": count_params(flow) / 1e6,
         "device": device_name(device),
     }
@@ -128,3 +130,21 @@ def time_flow(
         single = time_call(lambda: flow.sample(1), device, runs=per_sample_calls, warmup=1)
         metrics["st_per_sample_ms"] = trimmed_mean_ms(list(single.samples))
     return metrics
+
+
+def time_train_step(task, batch_size: int, device: str = "cpu", runs: int = 10) -> Timing:
+    """One training step of ``task`` (a `bench.tasks.Task`) at ``batch_size``: zero_grad,
+    ``task.training_loss`` on random uint8 images, backward, optimizer step. It runs on a copy,
+    so the task's weights are untouched. Three warm-up steps."""
+    trial = copy.deepcopy(task).to(device).train()
+    optimizer = trial.configure_optimizers()["optimizer"]
+    shape = (batch_size, *trial.net.input_shape)
+    batch = (torch.randint(0, 256, shape, device=device).float(), None)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = trial.training_loss(batch)
+        (loss[0] if isinstance(loss, tuple) else loss).backward()
+        optimizer.step()
+
+    return time_call(step, device, runs=runs, warmup=3)

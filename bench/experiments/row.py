@@ -19,7 +19,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from bench.evaluators.bpd import evaluate_bpd
 from bench.evaluators.fid import compute_fid
-from bench.evaluators.timing import device_name
+from bench.evaluators.timing import device_name, time_train_step, timing_summary
 from bench.experiments.callbacks import (
     CurveRecorder,
     SaveLastStep,
@@ -218,11 +218,15 @@ def time_command(config: dict, args) -> Record:
     """ST/FT of the row's model (from a checkpoint if given, else freshly initialised)."""
     require_flow(config, "time")
     if args.checkpoint:
-        flow = load_module(config, args.checkpoint).eval_model()
+        module = load_module(config, args.checkpoint)
     else:
         _, module = build(config, args.data_dir)
-        flow = module.eval_model()
-    metrics = timing_metrics(flow, config, args.device or evaluation_device())
+    device = args.device or evaluation_device()
+    metrics = timing_metrics(module.eval_model(), config, device)
+    step = time_train_step(
+        module, config["data"]["batch_size"], device, runs=config["evaluate"]["ft_runs"]
+    )
+    metrics.update(timing_summary("train_step", step))
     note = "timing only" + (" (untrained weights)" if not args.checkpoint else "")
     return record_row(config, args, metrics, metrics.pop("device"), note=note)
 

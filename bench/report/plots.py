@@ -13,7 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.records import pick_record, published_value, unit_scale, write_atomic  # noqa: E402
+from bench.records import (  # noqa: E402
+    measured_value,
+    pick_record,
+    published_value,
+    unit_scale,
+    write_atomic,
+)
 
 PNG_METADATA = {"Software": None}  # byte-identical output for the same records
 # The per-table plots, named <table>_<kind>.png; the report removes those it no longer writes.
@@ -51,10 +57,8 @@ def timing_bars(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Pat
         ours = []
         for r in rows:
             rec = pick_record(records, metric, r)
-            std_key = metric.replace("_ms", "_std")
-            ours.append(
-                (rec["metrics"][metric], rec["metrics"].get(std_key, 0.0)) if rec else (np.nan, 0.0)
-            )
+            value, spread, _ = measured_value(rec, metric) if rec else (np.nan, 0.0, "")
+            ours.append((value, spread or 0.0))
         ax.bar(
             x - 0.2,
             [p[0] for p in paper],

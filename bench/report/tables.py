@@ -26,6 +26,7 @@ from bench.records import (
     METRICS,
     load_published,
     load_records,
+    measured_value,
     pick_record,
     published_value,
     unit_scale,
@@ -76,6 +77,7 @@ def build_table(
     ref_index: dict[str, int] = {}
     lines = []
     published_st: dict[str, float] = {}
+    medians = False  # whether a timing cell shows a median (the legend then says so)
     for row in row_order:
         mine = [r for r in records if r["row"] == row]
         skipped = [r for r in mine if r.get("status") == "skipped"]
@@ -93,8 +95,10 @@ def build_table(
                 if key not in ref_index:
                     ref_index[key] = len(references) + 1
                     references.append(_reference(ref_index[key], record))
-                std = record["metrics"].get(METRICS[metric].std or "")
-                cell = f"{_fmt(record['metrics'][metric], std)} [{ref_index[key]}]"
+                value, spread, kind = measured_value(record, metric)
+                medians |= kind == "median"
+                text = _fmt(value) + f" (IQR {_fmt(spread)})" if kind == "median" else None
+                cell = f"{text or _fmt(value, spread)} [{ref_index[key]}]"
             elif skipped:
                 cell = f"skipped ({skipped[-1].get('reason', 'no reason given')})"
             elif row not in configs:
@@ -102,7 +106,7 @@ def build_table(
             else:
                 cell = "not run"
             entry[f"{label} ours"] = cell
-            entry[f"_{metric}"] = record["metrics"][metric] if record else None
+            entry[f"_{metric}"] = measured_value(record, metric)[0] if record else None
         lines.append(entry)
     frame = pd.DataFrame(lines)
     if published_st:
@@ -117,7 +121,7 @@ def build_table(
             for r in frame["Method"]
         ]
     visible = frame[[c for c in frame.columns if not c.startswith("_")]]
-    markdown = _markdown(table, visible, references)
+    markdown = _markdown(table, visible, references, medians)
     return TableReport(table, markdown, frame, references)
 
 
@@ -132,7 +136,7 @@ def _reference(index: int, record: dict) -> str:
     )
 
 
-def _markdown(table: str, frame: pd.DataFrame, references: list[str]) -> str:
+def _markdown(table: str, frame: pd.DataFrame, references: list[str], medians: bool) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -140,6 +144,7 @@ def _markdown(table: str, frame: pd.DataFrame, references: list[str]) -> str:
     parts.append(
         "`paper`: as printed (s* = printed in seconds). `ours`: measured, mean ± std; "
         "[n] names the record. `not run`: no record yet; `not built`: no model yet."
+        + (" Timings with (IQR): median and interquartile range of the runs." if medians else "")
     )
     if references:
         parts += ["", *references]

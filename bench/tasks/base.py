@@ -105,6 +105,11 @@ class Task(pl.LightningModule):
         """The network evaluated (timing, FID, sampling): ``self.net`` unless overridden."""
         return self.net
 
+    def training_loss(self, batch) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The loss a training step minimises (first element when a tuple), without logging:
+        what `bench.evaluators.timing.time_train_step` times."""
+        raise NotImplementedError
+
     def record_metrics(self, results: dict[str, float], context: dict[str, Any]) -> dict:
         """The record's metrics from the test pass's ``results`` (``trainer.test``'s dict);
         ``context`` holds ``datamodule``, ``device`` and the row ``config``."""

@@ -79,7 +79,9 @@ class FlowTask(Task):
         so a run resumed from a checkpoint repeats exactly what an uninterrupted run does."""
         torch.manual_seed(self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
 
-    def training_step(self, batch, batch_idx):
+    def training_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, bpd) of a batch: mean (-log p(x) + auxiliary losses) / (D ln 2), and the
+        batch's mean BPD without the auxiliary losses."""
         x, _ = batch
         log_prob = self.net.log_prob(x)
         nats = -log_prob
@@ -87,15 +89,18 @@ class FlowTask(Task):
         if aux is not None:
             nats = nats + aux
         loss = nats.mean() / (self.num_dims * math.log(2))
+        return loss, (-log_prob).mean() / (self.num_dims * math.log(2))
+
+    def training_step(self, batch, batch_idx):
+        loss, bpd = self.training_loss(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite training loss ({loss.item()}) at step {self.global_step} of "
                 f"{self.hparams.model}; stopping. {self.saved_checkpoint_note()}; lower the "
                 "learning rate or add warm-up / gradient clipping."
             )
-        bpd = (-log_prob).mean() / (self.num_dims * math.log(2))
-        self.log("train/bpd", bpd, prog_bar=True, batch_size=len(x))
-        self.log("train/loss", loss, batch_size=len(x))
+        self.log("train/bpd", bpd, prog_bar=True, batch_size=len(batch[0]))
+        self.log("train/loss", loss, batch_size=len(batch[0]))
         return loss
 
     def saved_checkpoint_note(self) -> str:
