@@ -21,7 +21,6 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from models.core import Squeeze
 from models.layers.fourier import (
     CheckerboardDownsample,
     HaarDownsample,
@@ -29,6 +28,7 @@ from models.layers.fourier import (
     periodic_conv_inverse,
 )
 from models.layers.inverse_conv import InverseConv2d
+from models.multiscale import Squeeze
 
 ICONVNET_VARIANTS = {
     # name: (padding, activation, downsampling)

@@ -14,17 +14,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from models.core import (
-    ElementwiseShift,
-    FlattenLatent,
-    Flow,
-    GaussianSplit,
-    Logit,
-    Scale,
-    Shift,
-    Squeeze,
-    multiscale,
-)
+from models.core import ElementwiseShift, Flow, Logit, Scale, Shift
 from models.flows.conf import conf
 from models.flows.glow import glow, realnvp
 from models.flows.iconvnet import iconvnet
@@ -68,6 +58,7 @@ from models.layers.inverse_conv import CausalConv2d, FInCConv2d, InverseConv2d
 from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.layers.spline import SplineActivation
 from models.layers.woodbury import Woodbury
+from models.multiscale import FlattenLatent, GaussianSplit, Squeeze, multiscale
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)

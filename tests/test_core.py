@@ -7,17 +7,10 @@ import math
 import pytest
 import torch
 
-from models.core import (
-    FlattenLatent,
-    Flow,
-    Scale,
-    Shift,
-    Squeeze,
-    UniformDequantization,
-    image_preprocessing,
-)
+from models.core import Flow, Scale, Shift, UniformDequantization, image_preprocessing
 from models.flows.glow import glow
 from models.layers.glow import ActNorm
+from models.multiscale import FlattenLatent, Squeeze
 from models.registry import MODELS, count_params, randomize
 from tests.helpers import jacobian_logdet
 
@@ -111,3 +104,14 @@ def test_glow_cifar10_has_published_parameter_count():
 def test_models_build_at_any_size():
     flow = MODELS["glow_cifar10"](levels=2, steps=1, width=4)
     assert flow.bpd(torch.randint(0, 256, (2, 3, 32, 32)).double()).shape == (2,)
+
+
+def test_level_shapes_squeeze_then_keep_half_the_channels():
+    from models.multiscale import level_shapes, squeezed_shape
+
+    assert level_shapes((1, 28, 28), 2) == [(4, 14, 14), (8, 7, 7)]
+    assert level_shapes((3, 32, 32), 3) == [(12, 16, 16), (24, 8, 8), (48, 4, 4)]
+    assert level_shapes((5, 4, 4), 2, squeeze_first=False) == [(5, 4, 4), (12, 2, 2)]
+    with pytest.raises(ValueError, match=r"level 2 cannot squeeze odd shape \(4, 7, 7\)"):
+        level_shapes((1, 28, 28), 3)
+    assert squeezed_shape((2, 6, 4)) == (8, 3, 2)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models.core import Bijection, Flow, image_preprocessing, multiscale
+from models.core import Bijection, Flow, image_preprocessing
 from models.layers.glow import (
     ActNorm,
     AdditiveCoupling,
@@ -18,6 +18,7 @@ from models.layers.glow import (
     InvConv1x1,
     InvConv1x1LU,
 )
+from models.multiscale import multiscale
 
 Shape = tuple[int, int, int]
 StepFactory = Callable[[Shape, int], list[Bijection]]

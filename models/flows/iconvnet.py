@@ -8,8 +8,9 @@ prior, logit dequantization (alpha 0.05). CIFAR-10: 3 convs at 3x32x32, 12x16x16
 
 from __future__ import annotations
 
-from models.core import Bijection, Compose, FlattenLatent, Flow, Squeeze, image_preprocessing
+from models.core import Bijection, Compose, Flow, image_preprocessing
 from models.layers.fourier import PeriodicConv2d, SneakyReLU
+from models.multiscale import FlattenLatent, Squeeze, squeezed_shape
 
 
 def iconvnet(
@@ -20,15 +21,13 @@ def iconvnet(
     slope: float = 0.1,
 ) -> Flow:
     """x [B,C,H,W] -> flat latent; ``blocks`` blocks, a downsample between consecutive ones."""
-    c, h, w = input_shape
+    shape = tuple(input_shape)
     layers: list[Bijection] = []
     for block in range(blocks):
         if block > 0:
-            if h % 2 or w % 2:
-                raise ValueError(f"i-ConvNet cannot downsample odd shape {(c, h, w)}")
+            shape = squeezed_shape(shape)
             layers.append(Squeeze())
-            c, h, w = 4 * c, h // 2, w // 2
         for _ in range(convs_per_block):
-            layers += [PeriodicConv2d(c, kernel_size), SneakyReLU(slope)]
-    layers += [PeriodicConv2d(c, kernel_size), FlattenLatent((c, h, w))]
+            layers += [PeriodicConv2d(shape[0], kernel_size), SneakyReLU(slope)]
+    layers += [PeriodicConv2d(shape[0], kernel_size), FlattenLatent(shape)]
     return Flow(Compose(layers), input_shape, image_preprocessing(logit_alpha=0.05))

@@ -8,21 +8,14 @@ parameter counts.
 
 from __future__ import annotations
 
-from models.core import (
-    Bijection,
-    Compose,
-    ElementwiseShift,
-    FlattenLatent,
-    Flow,
-    Squeeze,
-    image_preprocessing,
-)
+from models.core import Bijection, Compose, ElementwiseShift, Flow, image_preprocessing
 from models.flows.glow import Shape, multiscale_flow
 from models.layers.emerging import ConvExponential, emerging_conv
 from models.layers.glow import ActNorm, AffineCoupling, InvConv1x1, InvConv1x1LU
 from models.layers.inverse_conv import CausalConv2d, FInCConv2d, InverseConv2d
 from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.layers.spline import SplineActivation
+from models.multiscale import FlattenLatent, Squeeze, squeezed_shape
 
 
 def inverse_flow(
@@ -179,7 +172,7 @@ def linear_flow(
                 parts.append(SplineActivation(shape, bins, tail_bound))
         if block < blocks - 1:
             parts.append(Squeeze())
-            shape = (shape[0] * 4, shape[1] // 2, shape[2] // 2)
+            shape = squeezed_shape(shape)
     parts.append(FlattenLatent(shape))
     return Flow(Compose(parts), input_shape, image_preprocessing(logit_alpha=1e-6))
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.core import Bijection, check_image, zero_logdet
+from models.core import Bijection, check_image, split_channels, zero_logdet
 
 EPS = 1e-4
 
@@ -238,8 +238,7 @@ class CONFCoupling(Bijection):
         if conv not in ("circular", "symmetric"):
             raise ValueError(f"conv must be 'circular' or 'symmetric', got {conv!r}")
         self.channels, self.conv, self.subflows, self.eps = channels, conv, subflows, eps
-        self.keep = channels - channels // 2
-        c2 = channels // 2
+        self.keep, c2 = split_channels(channels)
         self.kernel_size = kernel_size
         self.n_taps = kernel_size**2 if conv == "circular" else (kernel_size // 2 + 1) ** 2
         out = c2 * (subflows * (self.n_taps + 1) + 1)

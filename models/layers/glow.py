@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.core import Bijection, ZeroConv2d, check_image, zero_logdet
+from models.core import Bijection, ZeroConv2d, check_image, split_channels, zero_logdet
+from models.layers.coupling import Coupling
 
 
 class ActNorm(Bijection):
@@ -142,59 +143,42 @@ class CouplingNet(nn.Sequential):
         )
 
 
-class AffineCoupling(Bijection):
-    """Glow's affine coupling. x = (x1, x2) split on channels (x1 the first C - C//2);
-    (shift, s) = NN(x1), scale = sigmoid(s + 2); z = (x1, (x2 + shift) * scale).
-    x [B,C,H,W]; logdet = sum log scale.
+class AffineCoupling(Coupling):
+    """Glow's affine coupling (`models.layers.coupling.Coupling` with `CouplingNet`):
+    (shift, s) = NN(x1), scale = sigmoid(s + 2); z2 = (x2 + shift) * scale.
+    x [B,C,H,W]; logdet = sum log scale. Kingma & Dhariwal 2018, Sec. 3.3.
     """
 
     def __init__(self, channels: int, width: int = 512, mid: int | None = None):
-        super().__init__()
-        if channels < 2:
-            raise ValueError(f"AffineCoupling needs at least 2 channels, got {channels}")
-        self.channels = channels
-        self.keep = channels - channels // 2
-        self.net = CouplingNet(self.keep, 2 * (channels // 2), width, mid)
+        keep, transformed = split_channels(channels)
+        super().__init__(channels, CouplingNet(keep, 2 * transformed, width, mid))
 
-    def _shift_scale(self, x1: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.net(x1)
-        shift, s = h[:, 0::2], h[:, 1::2]
-        return shift, torch.sigmoid(s + 2.0)
+    @staticmethod
+    def _shift_scale(params: Tensor) -> tuple[Tensor, Tensor]:
+        return params[:, 0::2], torch.sigmoid(params[:, 1::2] + 2.0)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        check_image(x, self.channels, "AffineCoupling")
-        x1, x2 = x[:, : self.keep], x[:, self.keep :]
-        shift, scale = self._shift_scale(x1)
-        z2 = (x2 + shift) * scale
-        return torch.cat([x1, z2], 1), torch.log(scale).flatten(1).sum(1)
+    def couple(self, x2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        shift, scale = self._shift_scale(params)
+        return (x2 + shift) * scale, torch.log(scale).flatten(1).sum(1)
 
-    def inverse(self, z: Tensor) -> Tensor:
-        check_image(z, self.channels, "AffineCoupling.inverse")
-        z1, z2 = z[:, : self.keep], z[:, self.keep :]
-        shift, scale = self._shift_scale(z1)
-        return torch.cat([z1, z2 / scale - shift], 1)
+    def uncouple(self, z2: Tensor, params: Tensor) -> Tensor:
+        shift, scale = self._shift_scale(params)
+        return z2 / scale - shift
 
 
-class AdditiveCoupling(Bijection):
-    """Additive coupling (NICE/Glow): z = (x1, x2 + NN(x1)). x [B,C,H,W]; logdet = 0."""
+class AdditiveCoupling(Coupling):
+    """Additive coupling (NICE, Dinh et al. 2015; Glow): z2 = x2 + NN(x1). x [B,C,H,W];
+    logdet = 0."""
 
     def __init__(self, channels: int, width: int = 512, mid: int | None = None):
-        super().__init__()
-        if channels < 2:
-            raise ValueError(f"AdditiveCoupling needs at least 2 channels, got {channels}")
-        self.channels = channels
-        self.keep = channels - channels // 2
-        self.net = CouplingNet(self.keep, channels // 2, width, mid)
+        keep, transformed = split_channels(channels)
+        super().__init__(channels, CouplingNet(keep, transformed, width, mid))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        check_image(x, self.channels, "AdditiveCoupling")
-        x1, x2 = x[:, : self.keep], x[:, self.keep :]
-        return torch.cat([x1, x2 + self.net(x1)], 1), zero_logdet(x)
+    def couple(self, x2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return x2 + params, zero_logdet(x2)
 
-    def inverse(self, z: Tensor) -> Tensor:
-        check_image(z, self.channels, "AdditiveCoupling.inverse")
-        z1, z2 = z[:, : self.keep], z[:, self.keep :]
-        return torch.cat([z1, z2 - self.net(z1)], 1)
+    def uncouple(self, z2: Tensor, params: Tensor) -> Tensor:
+        return z2 - params
 
 
 def checkerboard_mask(h: int, w: int, parity: int, like: Tensor) -> Tensor:

@@ -1,0 +1,201 @@
+"""Multiscale pieces: squeeze, the Glow split, levels, flattening, and their output shapes.
+
+A multiscale flow of L levels maps x [B,C,H,W] to a flat latent [B, C*H*W]: each level squeezes
+(C, H, W) -> (4C, H/2, W/2), runs its K steps, and factors out the last C//2 channels through a
+learned Gaussian (`GaussianSplit`); the last level keeps everything. `squeezed_shape` and
+`level_shapes` compute those shapes once, for every architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from models.core import (
+    Bijection,
+    Compose,
+    ZeroConv2d,
+    check_image,
+    split_channels,
+    zero_logdet,
+)
+
+Shape = tuple[int, int, int]
+
+
+def squeezed_shape(shape: Shape) -> Shape:
+    """(C, H, W) -> (4C, H/2, W/2); a ValueError for odd H or W."""
+    c, h, w = shape
+    if h % 2 or w % 2:
+        raise ValueError(f"cannot squeeze odd shape {(c, h, w)}")
+    return c * 4, h // 2, w // 2
+
+
+def level_shapes(input_shape: Shape, levels: int, squeeze_first: bool = True) -> list[Shape]:
+    """The (C, H, W) each level's steps see: squeeze (the first level only if
+    ``squeeze_first``), then the next level gets the kept C - C//2 channels."""
+    shape, shapes = tuple(input_shape), []
+    for level in range(levels):
+        if squeeze_first or level > 0:
+            try:
+                shape = squeezed_shape(shape)
+            except ValueError as err:
+                raise ValueError(f"level {level} {err}") from None
+        shapes.append(shape)
+        shape = (split_channels(shape[0])[0], *shape[1:])
+    return shapes
+
+
+class Squeeze(Bijection):
+    """Space to depth. x [B,C,H,W] -> z [B,4C,H/2,W/2]; logdet = 0.
+
+    Output channel ``c * 4 + 2 * i + j`` holds input channel ``c`` at offset ``(i, j)`` of each
+    2x2 block (the RealNVP/Glow order).
+    """
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, None, "Squeeze")
+        b, c, h, w = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(
+                f"Squeeze expects even height and width [B, C, 2h, 2w], got shape {tuple(x.shape)}"
+            )
+        z = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        return z.reshape(b, c * 4, h // 2, w // 2), zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, None, "Squeeze.inverse")
+        b, c, h, w = z.shape
+        if c % 4:
+            raise ValueError(
+                f"Squeeze.inverse expects channels divisible by 4, got shape {tuple(z.shape)}"
+            )
+        x = z.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+        return x.reshape(b, c // 4, h * 2, w * 2)
+
+
+class GaussianSplit(Bijection):
+    """Glow split with a learned conditional Gaussian prior, written as a bijection.
+
+    x [B,C,H,W] = (x1, x2) with x1 the first ``C - C//2`` channels; (mu, log_sigma) = g(x1) with
+    g a zero-initialised 3x3 conv. z = (x1, (x2 - mu) / sigma) and logdet = -sum log_sigma, so a
+    standard normal on z equals Glow's ``N(x2; mu, sigma)`` on the factored-out half.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.keep, transformed = split_channels(channels)
+        self.prior = ZeroConv2d(self.keep, 2 * transformed)
+
+    def _params(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_sigma = self.prior(x1).chunk(2, dim=1)
+        return mean, log_sigma
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        check_image(x, self.channels, "GaussianSplit")
+        x1, x2 = x[:, : self.keep], x[:, self.keep :]
+        mean, log_sigma = self._params(x1)
+        z2 = (x2 - mean) * torch.exp(-log_sigma)
+        return torch.cat([x1, z2], dim=1), -log_sigma.flatten(1).sum(1)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        check_image(z, self.channels, "GaussianSplit.inverse")
+        z1, z2 = z[:, : self.keep], z[:, self.keep :]
+        mean, log_sigma = self._params(z1)
+        return torch.cat([z1, z2 * torch.exp(log_sigma) + mean], dim=1)
+
+
+class MultiscaleLevel(Bijection):
+    """One level of a multiscale flow: squeeze, K steps, split, then the inner levels on x1.
+
+    x [B,C,H,W] -> z [B, C*H*W] (flat): the factored-out half ``z2`` of this level followed by the
+    flat latent of the inner levels. The last level (``inner=None``) has no split and flattens.
+    logdet = sum of the steps' logdets + the split's + the inner levels'. ``shape`` is (C, H, W)
+    after the squeeze.
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[Bijection],
+        shape: tuple[int, int, int],
+        inner: MultiscaleLevel | None = None,
+        squeeze: bool = True,
+    ):
+        super().__init__()
+        self.squeeze = Squeeze() if squeeze else None
+        self.steps = Compose(steps)
+        self.shape = tuple(shape)
+        self.inner = inner
+        self.split = GaussianSplit(shape[0]) if inner is not None else None
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.squeeze is not None:
+            x, _ = self.squeeze(x)
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(
+                f"MultiscaleLevel expects [B, {', '.join(map(str, self.shape))}] after squeeze, "
+                f"got shape {tuple(x.shape)}"
+            )
+        x, logdet = self.steps(x)
+        if self.inner is None:
+            return x.flatten(1), logdet
+        x, ld = self.split(x)
+        keep = self.split.keep
+        z_inner, ld_inner = self.inner(x[:, :keep])
+        return torch.cat([x[:, keep:].flatten(1), z_inner], dim=1), logdet + ld + ld_inner
+
+    def inverse(self, z: Tensor) -> Tensor:
+        c, h, w = self.shape
+        if self.inner is None:
+            x = z.reshape(-1, c, h, w)
+        else:
+            keep = self.split.keep
+            n_out = (c - keep) * h * w
+            x1 = self.inner.inverse(z[:, n_out:])
+            x2 = z[:, :n_out].reshape(-1, c - keep, h, w)
+            x = self.split.inverse(torch.cat([x1, x2], dim=1))
+        x = self.steps.inverse(x)
+        return self.squeeze.inverse(x) if self.squeeze is not None else x
+
+    def auxiliary_loss(self) -> Tensor | None:
+        parts = [self.steps.auxiliary_loss()]
+        if self.inner is not None:
+            parts.append(self.inner.auxiliary_loss())
+        parts = [p for p in parts if p is not None]
+        return sum(parts) if parts else None
+
+
+def multiscale(
+    input_shape: tuple[int, int, int],
+    levels: int,
+    make_steps,
+    squeeze_first: bool = True,
+) -> MultiscaleLevel:
+    """Build L levels: each squeezes, applies ``make_steps((C, H, W), level)`` (a list of
+    bijections, the K steps of that level, at that level's shape), and splits half the channels
+    off (Glow; the last level does not split). input [B,C,H,W] -> flat latent [B, C*H*W].
+    """
+    shapes = level_shapes(input_shape, levels, squeeze_first)
+    inner = None
+    for level in reversed(range(levels)):
+        shape = shapes[level]
+        squeeze = squeeze_first or level > 0
+        inner = MultiscaleLevel(make_steps(shape, level), shape, inner=inner, squeeze=squeeze)
+    return inner
+
+
+class FlattenLatent(Bijection):
+    """Flatten x [B,C,H,W] -> z [B, C*H*W]; logdet = 0 (a single-scale flow's last step)."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.flatten(1), zero_logdet(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return z.reshape(-1, *self.shape)
