@@ -42,9 +42,11 @@ lint: setup ## ruff check and format check
 bench-layers: setup ## layer timing benchmarks (inverse-conv solvers), ratios to conv2d
 	$(PY) -m bench layers --family inverse_conv
 
-demo: setup ## MNIST tables end to end on the demo profile (CPU, ~20 min); DATASET=fashion_mnist offline
+DEMO_RESULTS ?= results/demo
+
+demo: setup ## MNIST tables end to end on the demo profile, your own numbers in results/demo (CPU)
 	$(PY) -m bench run-tables --tables mnist --profile demo --budget-minutes 18 $(DATASET_FLAG) \
-		$(DATA_FLAG) $(FORCE_FLAG) $(ROWS_FLAG)
+		$(DATA_FLAG) $(FORCE_FLAG) $(ROWS_FLAG) --results_dir $(DEMO_RESULTS)
 
 tables: setup ## regenerate results/tables (md, csv, tex, png) from the records alone
 	$(PY) -m bench report --print

@@ -39,24 +39,27 @@ log = logging.getLogger(__name__)
 class Metric:
     """A table column: its label, the metric holding its spread (std) if any, and, for
     timings, the prefix of its median and interquartile range (``<prefix>_median``, ``_iqr``)
-    which a cell shows in preference to mean +- std when the record has them."""
+    which a cell shows in preference to mean +- std when the record has them. ``trained``: the
+    value depends on training, so a cell names its data set and profile where they differ
+    from the paper's (`bench.report.conditions`)."""
 
     label: str
     std: str | None = None
     robust: str | None = None
+    trained: bool = False  # depends on training: a cell says when its conditions differ
 
 
 # Column order of every table; a new metric is one line here.
 METRICS: dict[str, Metric] = {
-    "bpd": Metric("BPD"),
-    "nll": Metric("NLL"),
+    "bpd": Metric("BPD", trained=True),
+    "nll": Metric("NLL", trained=True),
     "st_ms": Metric("ST (ms)", "st_std", "st"),
     "ft_ms": Metric("FT (ms)", "ft_std", "ft"),
     "train_step_ms": Metric("Train step (ms)", "train_step_std", "train_step"),
     "params_m": Metric("Param (M)"),
-    "fid": Metric("FID"),
-    "accuracy": Metric("Acc (%)"),
-    "mse": Metric("MSE"),
+    "fid": Metric("FID", trained=True),
+    "accuracy": Metric("Acc (%)", trained=True),
+    "mse": Metric("MSE", trained=True),
     "compression_pct": Metric("Size (%)"),
     "psnr": Metric("PSNR (dB)"),
     "jpeg_psnr": Metric("JPEG PSNR (dB)"),
@@ -273,10 +276,21 @@ def measured_value(record: Record, metric: str) -> tuple[float, float | None, st
     return values[metric], std, "mean"
 
 
+# The papers' numbers shipped with the suite: used by a results folder without its own copy
+# (the demo's results/demo, a user's scratch folder).
+PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "results" / "published"
+
+
+def published_dir(results_dir: Path) -> Path:
+    """``results_dir/published`` when it exists, else the suite's `PUBLISHED_DIR`."""
+    own = Path(results_dir) / "published"
+    return own if own.is_dir() else PUBLISHED_DIR
+
+
 def load_published(results_dir: Path) -> pd.DataFrame:
-    """Every ``results_dir/published/*.csv``, one row per published number."""
+    """Every ``*.csv`` of `published_dir`, one row per published number."""
     frames = []
-    for path in sorted((Path(results_dir) / "published").glob("*.csv")):
+    for path in sorted(published_dir(results_dir).glob("*.csv")):
         frame = pd.read_csv(
             path,
             dtype={"std": float, "value": float},

@@ -79,7 +79,8 @@ def test_synthetic_records_render_to_expected_markdown(results):
     expected_rows = [
         "| Method | BPD paper | BPD ours | ST (ms) paper | ST (ms) ours | ST / Fast paper | "
         "ST / Fast ours |",
-        "| Fast | 1.500 | 1.700 [1] | 10.0 ± 1.0 | 20.0 ± 2.0 [1] | 1.000 | 1.000 |",
+        "| Fast | 1.500 | 1.700 (demo: 10 steps) [1] | 10.0 ± 1.0 | 20.0 ± 2.0 [1] | 1.000 | "
+        "1.000 |",
         "| Slow | 1.200 | not built | 2.000 ± 0.500 s* | not built | 200.0 |  |",
     ]
     for line in expected_rows:
@@ -155,3 +156,24 @@ def test_timing_cells_show_median_and_iqr_when_recorded(results):
     markdown = report(results, with_plots=False)["tables"]["toy_t1"].markdown
     assert "| 12.0 (IQR 1.500) [" in markdown and "30.0 ± 20.0" not in markdown
     assert "median and interquartile range" in markdown
+
+
+def test_cells_name_their_data_set_and_profile_and_notes_list_preprocessing(tmp_path):
+    shutil.copytree(ROOT / "results" / "published", tmp_path / "published")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    common = {"table": "inverse_flow_t2", "timestamp": "2026-01-01T00:00:00+00:00"}
+    records = [
+        {**common, "row": "Inverse-Flow", "dataset": "fashion_mnist", "profile": "demo"}
+        | {"steps": 300, "metrics": {"bpd": 4.81, "st_ms": 5.0, "st_std": 0.1}},
+        {**common, "row": "SNF", "dataset": "mnist", "profile": "paper", "steps": 60000}
+        | {"metrics": {"bpd": 1.05}},
+    ]
+    (runs / "inverse_flow_t2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    markdown = report(tmp_path, with_plots=False)["tables"]["inverse_flow_t2"].markdown
+    assert "| 4.810 (F-MNIST, demo: 300 steps) [2] |" in markdown
+    assert "| 5.000 ± 0.100 [2] |" in markdown  # a timing does not depend on the data
+    assert "| 1.050 [1] |" in markdown  # the paper's data set and profile: no label
+    assert "- Inverse-Flow: uniform dequantization, x / 256, shift to [-0.5, 0.5)" in markdown
+    assert "- Emerging: uniform dequantization, x / 256, shift to [-0.5, 0.5)" in markdown
+    assert "logit (alpha" not in markdown  # Glow (small), the logit row, has no cell here

@@ -73,6 +73,24 @@ def test_run_tables_trains_a_dfm_row_and_reports_its_metric(tmp_path, capsys):
     (record,) = [json.loads(x) for x in (tmp_path / "r/runs/dfm_mnist.jsonl").open()]
     assert record["profile"] == "demo" and "mse" in record["metrics"]
     assert "## Deep Fourier Machines on MNIST" in out
+    assert (tmp_path / "r/tables/samples/dfm_mnist-dfm_mnist.png").is_file()
+
+
+def test_demo_records_stay_apart_from_the_committed_ones():
+    """make demo writes its records to results/demo (ignored by git) and its tables show
+    those beside the suite's published numbers, never the committed records."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "DEMO_RESULTS ?= results/demo" in makefile
+    demo_recipe = makefile.split("\ndemo:")[1].split("\n\n")[0]
+    assert "--results_dir $(DEMO_RESULTS)" in demo_recipe
+    assert "results/demo/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_a_results_folder_without_published_numbers_uses_the_suites(tmp_path):
+    from bench.report.tables import report
+
+    markdown = report(tmp_path / "demo", with_plots=False)["tables"]["inverse_flow_t2"].markdown
+    assert "| Inverse-Flow | 0.620 | not run |" in markdown
 
 
 def test_missing_data_says_how_to_provide_it_and_fails_when_nothing_ran(tmp_path, capsys):

@@ -23,7 +23,15 @@ from bench.evaluators.timing import device_name
 from bench.experiments.callbacks import evaluation_device
 from bench.experiments.dfm_compression import run_compression
 from bench.experiments.row import fit_command
-from bench.records import Record, append_records, load_records, make_record, records_path
+from bench.experiments.run_dir import run_dir
+from bench.records import (
+    Record,
+    append_records,
+    load_records,
+    make_record,
+    records_path,
+    write_atomic,
+)
 from bench.report.tables import report
 from bench.tasks import TASKS
 from datamodules import DataFileError
@@ -94,6 +102,23 @@ def run_experiment(table: str, args, results_dir: Path, records: list[Record]) -
     return True
 
 
+def keep_sample_grid(config: dict, args, results_dir: Path) -> Path | None:
+    """Copy the row's newest sample grid beside the tables (``tables/samples/<table>-<row
+    config>.png``), so a run's samples sit next to its numbers."""
+    grids = sorted((run_dir(config, args.work_dir) / "samples").glob("*.png"))
+    grids = [g for g in grids if g.name.startswith(("step", "samples_"))]
+    if not grids:
+        return None
+    target = (
+        results_dir
+        / "tables"
+        / "samples"
+        / f"{config['table']}-{Path(config['config_path']).stem}.png"
+    )
+    write_atomic(target, max(grids, key=lambda g: g.stat().st_mtime).read_bytes())
+    return target
+
+
 def row_config(path: Path, args, share: float | None) -> dict:
     """The row's validated config under ``--set``, the time budget's share and ``--dataset``
     (which replaces the data set of MNIST rows only, e.g. by ``fashion_mnist``)."""
@@ -136,6 +161,7 @@ def run_tables(args: argparse.Namespace) -> int:
             metric = TASKS[config["task"]].metric
             elapsed = time.monotonic() - start
             print(f"{label}: {metric} {record['metrics'][metric]:.3f} in {elapsed:.0f} s")
+            keep_sample_grid(config, args, results_dir)
             succeeded += 1
         except DataFileError as err:  # rows of the same data set are not tried again
             missing.add(config["dataset"])

@@ -33,6 +33,7 @@ from bench.records import (
     write_atomic,
 )
 from bench.report import plots
+from bench.report.conditions import condition_label, preprocessing_notes
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,8 @@ def build_table(
                 value, spread, kind = measured_value(record, metric)
                 medians |= kind == "median"
                 text = _fmt(value) + f" (IQR {_fmt(spread)})" if kind == "median" else None
-                cell = f"{text or _fmt(value, spread)} [{ref_index[key]}]"
+                condition = condition_label(record, metric, paper_dataset(pub, row))
+                cell = f"{text or _fmt(value, spread)}{condition} [{ref_index[key]}]"
             elif skipped:
                 cell = f"skipped ({skipped[-1].get('reason', 'no reason given')})"
             elif row not in configs:
@@ -121,8 +123,16 @@ def build_table(
             for r in frame["Method"]
         ]
     visible = frame[[c for c in frame.columns if not c.startswith("_")]]
-    markdown = _markdown(table, visible, references, medians)
+    notes = preprocessing_notes({row: configs[row] for row in row_order if row in configs})
+    markdown = _markdown(table, visible, references, medians, notes)
     return TableReport(table, markdown, frame, references)
+
+
+def paper_dataset(pub: pd.DataFrame, row: str) -> str | None:
+    """The data set the paper measured ``row`` on (else the table's most common), or None."""
+    mine = pub[pub["row"] == row]["dataset"]
+    pool = mine if not mine.empty else pub["dataset"]
+    return None if pool.empty else str(pool.mode().iloc[0])
 
 
 def _reference(index: int, record: dict) -> str:
@@ -136,7 +146,9 @@ def _reference(index: int, record: dict) -> str:
     )
 
 
-def _markdown(table: str, frame: pd.DataFrame, references: list[str], medians: bool) -> str:
+def _markdown(
+    table: str, frame: pd.DataFrame, references: list[str], medians: bool, notes: list[str]
+) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -145,7 +157,10 @@ def _markdown(table: str, frame: pd.DataFrame, references: list[str], medians: b
         "`paper`: as printed (s* = printed in seconds). `ours`: measured, mean ± std; "
         "[n] names the record. `not run`: no record yet; `not built`: no model yet."
         + (" Timings with (IQR): median and interquartile range of the runs." if medians else "")
+        + " A measured cell names its data set and profile where they differ from the paper's."
     )
+    if notes:
+        parts += ["", "Preprocessing (inside each model; BPD counts it):", *notes]
     if references:
         parts += ["", *references]
     return "\n".join(parts) + "\n"
