@@ -396,3 +396,29 @@ def test_train_step_timing_steps_a_copy_and_leaves_the_weights(tmp_path):
     assert timing.runs == 3 and timing.median_ms > 0 and timing.iqr_ms >= 0
     after = module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_wandb_gets_the_record_and_the_comparison_table(tmp_path):
+    from bench.experiments.row import log_tables
+
+    class FakeWandb:
+        def __init__(self):
+            self.tables = {}
+
+        def log_table(self, key, columns=None, data=None, dataframe=None):
+            self.tables[key] = dataframe if dataframe is not None else (columns, data)
+
+    results = tmp_path / "r"
+    record = make_record(
+        "inverse_flow_t2", "Inverse-Flow", "fashion_mnist", {"bpd": 4.8}, device="cpu"
+    )
+    record["profile"], record["steps"] = "demo", 300
+    append_records(results / "runs" / "inverse_flow_t2.jsonl", [record])
+    logger = FakeWandb()
+    log_tables(logger, record, results)
+    columns, data = logger.tables["record"]
+    assert dict(zip(columns, data[0], strict=True))["metrics/bpd"] == "4.8"
+    table = logger.tables["table/inverse_flow_t2"]
+    row = table[table["Method"] == "Inverse-Flow"].iloc[0]
+    assert row["BPD paper"] == "0.620" and row["BPD ours"].startswith("4.800 (F-MNIST, demo")
+    log_tables(object(), record, results)  # a logger without tables: nothing to do

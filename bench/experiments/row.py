@@ -29,6 +29,7 @@ from bench.experiments.callbacks import (
 )
 from bench.experiments.run_dir import RUN_CONFIG, check_resumable, checkpoint_step, run_dir
 from bench.records import Record, append_records, make_record, records_path, write_atomic
+from bench.report.tables import table_report
 from bench.tasks import TASKS, Task
 from datamodules import make_datamodule
 
@@ -147,7 +148,7 @@ def fit_command(config: dict, args) -> Record:
         if isinstance(callback, TimingCallback):
             metrics.update(callback.metrics)
     curves = [c.curve for c in trainer.callbacks if isinstance(c, CurveRecorder)]
-    return record_row(
+    record = record_row(
         config,
         args,
         metrics,
@@ -159,6 +160,21 @@ def fit_command(config: dict, args) -> Record:
         wandb_url=wandb_url(logger),
         curve=curves[0] if curves else None,
     )
+    log_tables(logger, record, Path(args.results_dir))
+    return record
+
+
+def log_tables(logger, record: Record, results_dir: Path) -> None:
+    """With W&B, log the run's record and the regenerated comparison table of its table, so
+    the W&B workspace shows the same side-by-side as the markdown. Other loggers: nothing."""
+    if not hasattr(logger, "log_table"):
+        return
+    flat = {k: v for k, v in record.items() if k not in ("metrics", "curve", "data")}
+    flat.update({f"metrics/{k}": v for k, v in record["metrics"].items()})
+    logger.log_table("record", columns=list(flat), data=[[str(v) for v in flat.values()]])
+    table = table_report(results_dir, record["table"])
+    visible = table.frame[[c for c in table.frame.columns if not c.startswith("_")]]
+    logger.log_table(f"table/{record['table']}", dataframe=visible.astype(str))
 
 
 def load_module(config: dict, checkpoint: str | Path) -> Task:

@@ -242,6 +242,13 @@ def remove_stale(
     return stale
 
 
+def table_report(results_dir: str | Path, table: str) -> TableReport:
+    """One table built from the records, nothing written (what W&B logs after a run)."""
+    records = [r for r in load_records(Path(results_dir)).rows if r["table"] == table]
+    pub = load_published(Path(results_dir))
+    return build_table(table, pub, records, configured_rows().get(table, {}))
+
+
 def report(results_dir: str | Path = "results", with_plots: bool = True) -> dict[str, Any]:
     """Write every table and plot, remove stale ones; return {'tables': {...}, 'problems':
     [...], 'removed': [...]}."""
