@@ -57,6 +57,8 @@ METRICS: dict[str, Metric] = {
     "ft_ms": Metric("FT (ms)", "ft_std", "ft"),
     "train_step_ms": Metric("Train step (ms)", "train_step_std", "train_step"),
     "params_m": Metric("Param (M)"),
+    "val_bpd_start": Metric("Val BPD at step 0", trained=True),
+    "val_bpd_end": Metric("Val BPD at the end", trained=True),
     "fid": Metric("FID", trained=True),
     "accuracy": Metric("Acc (%)", trained=True),
     "mse": Metric("MSE", trained=True),

@@ -422,3 +422,25 @@ def test_wandb_gets_the_record_and_the_comparison_table(tmp_path):
     row = table[table["Method"] == "Inverse-Flow"].iloc[0]
     assert row["BPD paper"] == "0.620" and row["BPD ours"].startswith("4.800 (F-MNIST, demo")
     log_tables(object(), record, results)  # a logger without tables: nothing to do
+
+
+def test_the_record_keeps_the_validation_bpd_before_and_after_training(tmp_path):
+    config = write_config(
+        tmp_path,
+        trainer={
+            "max_steps": 24,
+            "max_epochs": -1,
+            "limit_val_batches": 2,
+            "num_sanity_val_steps": 2,
+            "enable_progress_bar": False,
+        },
+        module={"lr": 3e-3},
+        evaluate={"timing": False},
+    )
+    argv = ["--config", str(config), "--results_dir", str(tmp_path / "r")]
+    assert cli("fit", *argv, "--work_dir", str(tmp_path / "o")) == 0
+    (record,) = read_records(tmp_path / "r" / "runs" / "pipeline_test.jsonl")
+    curve, metrics = record["curve"], record["metrics"]
+    assert curve["val_step"] == [0, 8, 16, 24]  # before training, then each epoch
+    assert metrics["val_bpd_start"] == curve["val_bpd"][0] and len(set(curve["val_bpd"])) == 4
+    assert metrics["val_bpd_end"] == curve["val_bpd"][-1] < metrics["val_bpd_start"] - 0.5

@@ -50,10 +50,20 @@ class CurveRecorder(pl.Callback):
             self.curve["train_bpd"].append(round(float(bpd), 5))
 
     def on_validation_epoch_end(self, trainer, module):
+        """Every validation BPD; the sanity check before training (no step trained yet, on
+        ``num_sanity_val_steps`` batches) is recorded as the starting point, step 0."""
         bpd = trainer.callback_metrics.get("val/bpd")
-        if bpd is not None and not trainer.sanity_checking:
-            self.curve["val_step"].append(trainer.global_step)
-            self.curve["val_bpd"].append(round(float(bpd), 5))
+        if bpd is None or (trainer.sanity_checking and trainer.global_step > 0):
+            return
+        self.curve["val_step"].append(trainer.global_step)
+        self.curve["val_bpd"].append(round(float(bpd), 5))
+
+    def start_and_end(self) -> dict[str, float]:
+        """``val_bpd_start`` (before training) and ``val_bpd_end`` (the last validation)."""
+        values = self.curve["val_bpd"]
+        if len(values) < 2 or self.curve["val_step"][0] != 0:
+            return {}
+        return {"val_bpd_start": values[0], "val_bpd_end": values[-1]}
 
     def state_dict(self) -> dict[str, Any]:
         return {"curve": self.curve}

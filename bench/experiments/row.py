@@ -147,7 +147,10 @@ def fit_command(config: dict, args) -> Record:
     for callback in trainer.callbacks:
         if isinstance(callback, TimingCallback):
             metrics.update(callback.metrics)
-    curves = [c.curve for c in trainer.callbacks if isinstance(c, CurveRecorder)]
+    recorders = [c for c in trainer.callbacks if isinstance(c, CurveRecorder)]
+    curves = [c.curve for c in recorders]
+    if recorders:
+        metrics.update(recorders[0].start_and_end())
     record = record_row(
         config,
         args,
