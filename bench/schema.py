@@ -90,8 +90,8 @@ class DFMModuleSection(OptimSection):
 
 class EvaluateSection(Section):
     timing: bool = True
-    st_runs: int = 5
-    ft_runs: int = 10
+    st_runs: int = 10
+    ft_runs: int = 20
     per_sample_calls: int = 100
     fid: int = 0
 

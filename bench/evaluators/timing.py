@@ -6,8 +6,8 @@ compilation); on CUDA, events around each call and a synchronize before reading 
 range, in milliseconds.
 
 `time_flow` is the whole-model protocol, the same for every row: ST = one call drawing 100
-samples, FT = one density pass (log_prob) on a batch of 100, each after warm-up, >= 5 (ST) and
-10 (FT) runs; also SNF's per-sample protocol (100 calls of sample(1), trimmed mean of the
+samples, FT = one density pass (log_prob) on a batch of 100, each after warm-up, 10 (ST) and
+20 (FT) runs by default; also SNF's per-sample protocol (100 calls of sample(1), trimmed mean of the
 middle 60: ``st_per_sample_ms``). `time_train_step` times forward + backward + optimizer step
 at the row's batch size (``train_step_ms``): what sets how long a table takes to train.
 """
@@ -111,8 +111,8 @@ def time_flow(
     device: str = "cpu",
     num_samples: int = 100,
     batch_size: int = 100,
-    st_runs: int = 5,
-    ft_runs: int = 10,
+    st_runs: int = 10,
+    ft_runs: int = 20,
     per_sample_calls: int = 100,
 ) -> dict[str, float | str]:
     """ST, FT and the per-sample ST of ``flow`` on ``device`` (ms), with the device name."""
