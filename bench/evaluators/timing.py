@@ -7,8 +7,8 @@ range, in milliseconds.
 
 `time_flow` is the whole-model protocol, the same for every row: ST = one call drawing 100
 samples, FT = one density pass (log_prob) on a batch of 100, each after warm-up, 10 (ST) and
-20 (FT) runs by default; also SNF's per-sample protocol (100 calls of sample(1), trimmed mean of the
-middle 60: ``st_per_sample_ms``). `time_train_step` times forward + backward + optimizer step
+20 (FT) runs by default; also SNF's per-sample protocol (100 calls of sample(1), trimmed mean
+of the middle 60: ``st_per_sample_ms``). `time_train_step` times forward + backward + optimizer step
 at the row's batch size (``train_step_ms``): what sets how long a table takes to train.
 """
 
