@@ -69,6 +69,8 @@ SMALL = {
     "iconvnet": dict(blocks=2, convs_per_block=1),
     "macow": dict(steps=1, hidden=4),
     "mintnet": dict(steps=1, multiplier=1, tol=1e-9, max_iter=300),
+    "made": dict(hidden=(4,)),
+    "maf": dict(layers=2, hidden=(4,)),
 }
 
 
