@@ -35,6 +35,12 @@ PUBLISHED_PARAMS_TOLERANCE = {
     "macow_cifar10_k16": (2.68, 0.10),
     "mintnet_mnist_k16": (125.9, 0.10),
     "mintnet_cifar10_k16": (12.466, 0.10),
+    # CDFlow Table 2: Emerging (CIFAR-10, ImageNet32, Galaxy) and Real NVP, within 10%.
+    "emerging_cifar10": (46.6, 0.10),
+    "emerging_imagenet32": (44.0, 0.10),
+    "emerging_galaxy": (6.68, 0.10),
+    "realnvp_imagenet32": (46.2, 0.10),
+    "realnvp_galaxy": (6.38, 0.10),
 }
 # Reproduced from the released SNF configuration, the SNF 9-layer flow has the same parameters
 # as the exact one (W, R and a bias per conv, 0.103M); Table 4's 0.364M cannot be reached without
@@ -69,6 +75,8 @@ SMALL = {
     "iconvnet": dict(blocks=2, convs_per_block=1),
     "macow": dict(steps=1, hidden=4),
     "mintnet": dict(steps=1, multiplier=1, tol=1e-9, max_iter=300),
+    "made": dict(hidden=(4,)),
+    "maf": dict(layers=2, hidden=(4,)),
 }
 
 
