@@ -11,8 +11,9 @@ RealNVP's batch norm: a per-example bijection in training and evaluation alike.
 
 from __future__ import annotations
 
-from models.core import Bijection, Compose, FlattenLatent, Flow, image_preprocessing
+from models.core import Bijection, Compose, Flow, image_preprocessing
 from models.layers.made import MADE, ElementwiseActNorm
+from models.multiscale import FlattenLatent
 
 MAF_LOGIT_ALPHA = 0.05
 
