@@ -100,9 +100,9 @@ _MULTISCALE_ROWS = {
 for _name, (_builder, _shape, _steps, _kwargs) in _MULTISCALE_ROWS.items():
     MODELS[_name] = partial(_builder, input_shape=_shape, levels=2, steps=_steps, **_kwargs)
 
-# CDFlow Table 2 (L=3, K=32, width 512; Galaxy 2 x 8 on 3x64x64, an assumption: the abstract does
+# CDFlow Table 2 (L=3, K=32, width 512; Galaxy 2 x 8 at 3x32x32, see below: the abstract does
 # not give the image size), and the Glow-size baselines of that table.
-IMAGENET32_SHAPE, GALAXY_SHAPE = (3, 32, 32), (3, 64, 64)
+IMAGENET32_SHAPE, GALAXY_SHAPE = (3, 32, 32), (3, 32, 32)
 MODELS.update(
     {
         "cdflow_cifar10": partial(cdflow, input_shape=CIFAR_SHAPE, levels=3, steps=32, width=512),
@@ -147,9 +147,8 @@ MODELS.update(
 # of 46.2M) and RealNVP's CIFAR-10 net, width 64, at L=2 (6.19M, -3% of 6.38M).
 # Galaxy images are 3x32x32: the Emerging code (ehoogeboom/emerging) resizes the SpaceML
 # galaxy_mergers "noninteracting" JPEGs to 64x64 and trains at --image_size 32 (2x2 mean
-# downsampling), and ButterflyFlow loads the same pickle at size 32. GALAXY_SHAPE above predates
-# this finding; the counts of these Glow-style flows do not depend on the image size.
-GALAXY32_SHAPE = (3, 32, 32)
+# downsampling), and ButterflyFlow loads the same pickle at size 32. The counts of these
+# Glow-style flows do not depend on the image size.
 MODELS.update(
     {
         "emerging_cifar10": partial(
@@ -159,13 +158,13 @@ MODELS.update(
             emerging_glow, input_shape=IMAGENET32_SHAPE, levels=3, steps=32, width=512
         ),
         "emerging_galaxy": partial(
-            emerging_glow, input_shape=GALAXY32_SHAPE, levels=2, steps=8, width=512
+            emerging_glow, input_shape=GALAXY_SHAPE, levels=2, steps=8, width=512
         ),
         "realnvp_imagenet32": partial(
             realnvp, input_shape=IMAGENET32_SHAPE, levels=3, width=140, blocks=8
         ),
         "realnvp_galaxy": partial(
-            realnvp, input_shape=GALAXY32_SHAPE, levels=2, width=64, blocks=8
+            realnvp, input_shape=GALAXY_SHAPE, levels=2, width=64, blocks=8
         ),
     }
 )
