@@ -42,20 +42,48 @@ class ImageTensorDataset(Dataset):
 
 class EpochSeededSampler(Sampler[int]):
     """A random permutation per epoch from ``seed + epoch`` (Lightning calls ``set_epoch``), so a
-    run resumed from a checkpoint sees the same order an uninterrupted run would."""
+    run resumed from a checkpoint sees the same order an uninterrupted run would. ``start``:
+    the next iteration begins at that position of the epoch's permutation (then resets to 0)."""
 
     def __init__(self, size: int, seed: int = 0):
-        self.size, self.seed, self.epoch = size, seed, 0
+        self.size, self.seed, self.epoch, self.start = size, seed, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.size, generator=gen).tolist())
+        start, self.start = self.start, 0
+        return iter(torch.randperm(self.size, generator=gen)[start:].tolist())
 
     def __len__(self) -> int:
         return self.size
+
+
+class ResumableDataLoader(DataLoader):
+    """The training loader: its position inside the epoch is part of a Lightning checkpoint
+    (``state_dict``: the batches yielded so far this epoch), and a loader restored from one
+    resumes after them, so a run resumed mid-epoch trains on exactly the batches an
+    uninterrupted run would (Lightning restores the epoch number through ``set_epoch``)."""
+
+    sampler: EpochSeededSampler
+
+    def __init__(self, dataset: Dataset, sampler: EpochSeededSampler, **kwargs):
+        super().__init__(dataset, sampler=sampler, drop_last=True, **kwargs)
+        self.batches_yielded = 0
+
+    def __iter__(self):
+        self.batches_yielded = self.sampler.start // self.batch_size
+        for batch in super().__iter__():
+            self.batches_yielded += 1
+            yield batch
+        self.batches_yielded = 0  # a finished epoch: the next one starts at its beginning
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": self.batches_yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.start = state["batches"] * self.batch_size
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -124,14 +152,15 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(split)
-        return DataLoader(
-            dataset,
+        options = dict(
             batch_size=self.batch_size,
-            sampler=EpochSeededSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
-            drop_last=shuffle,
             persistent_workers=self.num_workers > 0,
         )
+        if shuffle:
+            sampler = EpochSeededSampler(len(dataset), self.seed)
+            return ResumableDataLoader(dataset, sampler, **options)
+        return DataLoader(dataset, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

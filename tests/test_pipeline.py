@@ -188,7 +188,8 @@ def test_cli_fit_then_test_then_time_append_records(tmp_path):
     timing = [f"{p}_{s}" for p in ("st", "ft") for s in ("ms", "std", "median", "iqr")]
     train_step = [f"train_step_{s}" for s in ("ms", "std", "median", "iqr")]
     assert [sorted(r["metrics"]) for r in records] == [
-        sorted(["bpd", "nll", "params_m", *timing, "st_per_sample_ms"]),
+        sorted(["bpd", "nll", "params_m", *timing, "st_per_sample_ms"])
+        + ["val_bpd_end", "val_bpd_start"],
         sorted(["bpd", "nll", "params_m"]),
         sorted([*timing, "params_m", "st_per_sample_ms", *train_step]),
     ]
@@ -444,3 +445,25 @@ def test_the_record_keeps_the_validation_bpd_before_and_after_training(tmp_path)
     assert curve["val_step"] == [0, 8, 16, 24]  # before training, then each epoch
     assert metrics["val_bpd_start"] == curve["val_bpd"][0] and len(set(curve["val_bpd"])) == 4
     assert metrics["val_bpd_end"] == curve["val_bpd"][-1] < metrics["val_bpd_start"] - 0.5
+
+
+def test_resume_mid_epoch_repeats_the_uninterrupted_run_exactly(tmp_path):
+    """A run stopped by max_steps mid-epoch (7 batches per epoch, stop after 10) and resumed
+    from its last.ckpt trains on the same batches with the same losses as a run that never
+    stopped: the loader's position inside the epoch is part of the checkpoint."""
+    from bench.experiments.callbacks import SaveLastStep
+
+    def run(directory, steps, ckpt=None):
+        pl.seed_everything(0)
+        module = FlowTask("glow_mnist", SMALL_GLOW, lr=1e-3, num_samples=0)
+        recorder = LossRecorder()
+        last = SaveLastStep(directory / "last.ckpt")
+        t = trainer(directory, max_steps=steps, max_epochs=-1, callbacks=[recorder, last])
+        t.fit(module, datamodule=synthetic(), ckpt_path=ckpt)
+        return recorder.losses
+
+    straight = run(tmp_path / "a", 16)
+    first = run(tmp_path / "b", 10)
+    resumed = run(tmp_path / "b", 16, ckpt=str(tmp_path / "b" / "last.ckpt"))
+    assert sorted(first) == list(range(1, 11)) and sorted(resumed) == list(range(11, 17))
+    assert {**first, **resumed} == straight

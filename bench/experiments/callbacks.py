@@ -93,11 +93,32 @@ class TimingCallback(pl.Callback):
 
 
 class SaveLastStep(pl.Callback):
-    """Writes ``last.ckpt`` when training ends, wherever it ends (max_steps mid-epoch, a time
-    budget), so the last step trained is saved, resumable and testable."""
+    """Owns ``last.ckpt``: written after each validation (as Lightning's ``save_last``) and at
+    the step where training stops, wherever it stops (max_steps or a time budget mid-epoch), so
+    the last step trained is saved, resumable and testable. A mid-epoch stop is saved right
+    after its step, before Lightning closes the epoch, so the checkpoint's position (epoch, and
+    batches of it consumed: `datamodules.base.ResumableDataLoader`) is where an uninterrupted
+    run continues."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.saved_step = -1
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch's end: saved after its validation, as Lightning's own last.ckpt
+        max_steps = trainer.max_steps
+        if trainer.should_stop or (max_steps > 0 and trainer.global_step >= max_steps):
+            self.save(trainer)
+
+    def on_validation_end(self, trainer, module):
+        if not trainer.sanity_checking:
+            self.save(trainer)
 
     def on_train_end(self, trainer, module):
+        if self.saved_step != trainer.global_step:  # stopped another way (epochs, time)
+            self.save(trainer)
+
+    def save(self, trainer) -> None:
         trainer.save_checkpoint(str(self.path))
+        self.saved_step = trainer.global_step

@@ -104,7 +104,7 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
         filename="best",
         monitor=task.monitor,
         mode=task.mode,
-        save_last=True,
+        save_last=False,  # last.ckpt is SaveLastStep's: saved where training stops
         enable_version_counter=False,  # one checkpoint set: best.ckpt and last.ckpt
     )
     options = {k: v for k, v in config["trainer"].items() if v is not None}

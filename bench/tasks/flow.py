@@ -105,10 +105,11 @@ class FlowTask(Task):
 
     def saved_checkpoint_note(self) -> str:
         """Where the last good weights are, as far as a checkpoint on disk says."""
-        callback = self.trainer.checkpoint_callback if self._trainer is not None else None
-        last = getattr(callback, "last_model_path", "") or ""
-        if last and Path(last).is_file():
-            return f"The last good checkpoint is kept ({last})"
+        callbacks = self.trainer.callbacks if self._trainer is not None else []
+        for callback in callbacks:  # Lightning's ModelCheckpoint or the suite's SaveLastStep
+            last = getattr(callback, "last_model_path", "") or getattr(callback, "path", "")
+            if last and Path(last).is_file():
+                return f"The last good checkpoint is kept ({last})"
         return "No checkpoint was saved before this step"
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
