@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from models.core import Bijection, check_image, dense_matrix
 
 MAX_DENSE_DIMS = 4096
+GRADIENT_RULES = ("authors", "paper")
 
 
 def identity_kernel(channels: int, kernel_size: int, noise: float) -> Tensor:
@@ -83,18 +84,61 @@ def flip_kernel(weight: Tensor) -> Tensor:
     return weight.flip(2, 3).transpose(0, 1)
 
 
+class _AuthorsLinear(torch.autograd.Function):
+    """z_lin = W * x (value of an ordinary conv, padding k // 2) with SNF's released backward for
+    the likelihood term. Given g = dL/dz_lin [B, C, H, W]:
+
+    - dL/dx = W^T g (the ordinary input gradient, conv_transpose of g with W),
+    - dL/dW = (g x^T) / 2 (half the ordinary weight gradient),
+    - dL/dR = -(dL/dx) (W x)^T / 2, as a gradient on R's [C, C, k, k] kernel: the ordinary
+      gradient of <-(dL/dx) / 2, R * z_lin>.
+
+    The log-det halves of the rule (-flip(R) * counts / 2 on W, + flip(W) * counts / 2 on R) are
+    not here: `SelfNormConv2d` puts them in a surrogate logdet so that they scale with whatever
+    the loss does with logdets.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, inverse_weight: Tensor) -> Tensor:
+        linear = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+        ctx.save_for_backward(x, weight, inverse_weight, linear)
+        return linear
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight, inverse_weight, linear = ctx.saved_tensors
+        pad = weight.shape[-1] // 2
+        grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad, padding=pad)
+        grad_w = torch.nn.grad.conv2d_weight(x, weight.shape, grad, padding=pad) / 2
+        grad_r = -torch.nn.grad.conv2d_weight(linear, inverse_weight.shape, grad_x, padding=pad) / 2
+        return grad_x, grad_w, grad_r
+
+
 class SelfNormConv2d(ExactConv2d):
     """SNF's self-normalizing conv. x [B,C,H,W] -> z = W * x + b, with a learned approximate
     inverse R (a conv of the same size, initialised to `flip_kernel` of W).
 
-    logdet: exact in value (as ExactConv2d) in evaluation. In training its value is 0 and its
-    gradient is SNF's: d log|det J_W| / dW = J_W^-T, with J_W^-1 replaced by J_R, which for a
-    conv is ``flip_kernel(R)`` times the number of pixels each tap touches (the gradient of the
-    surrogate sum(W * stop_grad(flip_kernel(R) * counts))). So train/bpd of an SNF model omits
-    these logdets; val/test BPD are exact. The reconstruction loss ``||x - R(W x)||^2`` per
-    example, times ``recon_weight`` (1 in SNF's CNN flows, 100 in its Glow), is the layer's
-    `auxiliary_loss`. Sampling (inverse) uses the exact
-    dense solve, as in the SNF experiments.
+    logdet: exact in value (as ExactConv2d) in evaluation. In training its value is 0 (so
+    train/bpd of an SNF model omits these logdets; val/test BPD are exact) and its gradient
+    replaces d log|det J_W| / dW = J_W^-T by J_R^T, which for a conv is ``flip_kernel(R)`` times
+    ``counts`` (`tap_counts`: how many pixel pairs each tap links). With L the loss (a mean over
+    the batch), delta_z = dL/dz and delta_x = W^T delta_z, the two ``gradient_rule`` values give
+
+    - ``"authors"`` (default; the released code, ``snf/layers/selfnorm.py``,
+      ``SelfNormConvFunc.backward`` of akandykeller/SelfNormalizingFlows):
+      dL/dW = (delta_z x^T - flip(R) counts) / 2 and
+      dL/dR = (-delta_x (W x)^T + flip(W) flip(counts)) / 2 (the likelihood gradient on R were
+      W = R^-1 exactly, by the chain rule, halved like W's); the reconstruction loss is on the
+      detached input (``SelfNormConv.add_recon_grad``: ``x = self.input.detach()``), so it trains
+      W and R but sends no gradient to earlier layers;
+    - ``"paper"`` (the rule as the paper writes the W update; this layer's behaviour before the
+      authors' rule became the default): dL/dW = delta_z x^T - flip(R) counts, R learns from the
+      reconstruction loss only, and that loss reaches the input.
+
+    The bias gradient and dL/dx are the ordinary ones under both rules. The reconstruction loss
+    ``||x - R(W x)||^2`` per example [B], times ``recon_weight`` (1 in SNF's CNN flows, 100 in its
+    Glow), is the layer's `auxiliary_loss`; its gradients on W and R are the same under both
+    rules. Sampling (inverse) uses the exact dense solve, as in the SNF experiments.
     """
 
     def __init__(
@@ -103,9 +147,14 @@ class SelfNormConv2d(ExactConv2d):
         kernel_size: int = 3,
         max_dims: int = MAX_DENSE_DIMS,
         recon_weight: float = 1.0,
+        gradient_rule: str = "authors",
     ):
+        if gradient_rule not in GRADIENT_RULES:
+            raise ValueError(
+                f"unknown gradient_rule {gradient_rule!r}; choose from {GRADIENT_RULES}"
+            )
         super().__init__(channels, kernel_size, max_dims)
-        self.recon_weight = recon_weight
+        self.recon_weight, self.gradient_rule = recon_weight, gradient_rule
         self.inverse_weight = nn.Parameter(flip_kernel(self.weight.detach()).clone())
         self._recon: Tensor | None = None
 
@@ -117,17 +166,26 @@ class SelfNormConv2d(ExactConv2d):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_image(x, self.channels, type(self).__name__)
-        linear = self.conv(x)
-        z = linear + self.bias[:, None, None]
         if not self.training:
             self._recon = None
+            z = self.conv(x) + self.bias[:, None, None]
             return z, self.exact_logdet(x).expand(x.shape[0])
-        grad = (flip_kernel(self.inverse_weight) * self.tap_counts(x)).detach()
-        surrogate = (self.weight * grad).sum()
+        counts = self.tap_counts(x)
+        w_term = (self.weight * (flip_kernel(self.inverse_weight) * counts).detach()).sum()
+        if self.gradient_rule == "paper":
+            linear = self.conv(x)
+            surrogate = w_term
+            recon_input, recon_linear = x, linear
+        else:
+            linear = _AuthorsLinear.apply(x, self.weight, self.inverse_weight)
+            r_grad = (flip_kernel(self.weight) * flip_kernel(counts)).detach()
+            surrogate = (w_term - (self.inverse_weight * r_grad).sum()) / 2
+            recon_input = x.detach()
+            recon_linear = self.conv(recon_input)
         logdet = surrogate - surrogate.detach()
-        recon = (x - self.conv(linear, self.inverse_weight)).pow(2).flatten(1).sum(1)
-        self._recon = self.recon_weight * recon
-        return z, logdet.expand(x.shape[0])
+        recon = recon_input - self.conv(recon_linear, self.inverse_weight)
+        self._recon = self.recon_weight * recon.pow(2).flatten(1).sum(1)
+        return linear + self.bias[:, None, None], logdet.expand(x.shape[0])
 
     def auxiliary_loss(self) -> Tensor | None:
         return self._recon
