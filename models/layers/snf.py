@@ -3,6 +3,14 @@ conv (logdet by slogdet of the dense Toeplitz matrix) and SNF's self-normalizing
 
 Both build the dense D x D matrix of the conv (D = C H W), so they are for small images only
 (the MNIST 9-layer flows of Inverse-Flow Table 4, D = 784); asked for a larger one they raise.
+
+Initialisation (``init``): ``"authors"`` (default) is the SNF code base's
+(``snf/layers/selfnorm.py``, ``SelfNormConv.reset_parameters``): a k x k kernel starts at the
+Dirac (identity) kernel plus Xavier-normal noise with gain 0.01, i.e. N(0, s^2) with
+s = 0.01 sqrt(2 / (fan_in + fan_out)) = 0.01 / (k sqrt(C)); a 1 x 1 kernel starts at a random
+orthogonal matrix (Q of the QR of a standard normal C x C matrix); the bias is N(0, t^2) with t
+the sample standard deviation of the drawn Xavier noise. ``"ours"`` is the earlier choice of
+this code base: Dirac plus N(0, 0.01^2) for every kernel size and a zero bias.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from torch import Tensor, nn
 from models.core import Bijection, check_image, dense_matrix
 
 MAX_DENSE_DIMS = 4096
+INITS = ("authors", "ours")
 GRADIENT_RULES = ("authors", "paper")
 
 
@@ -24,20 +33,57 @@ def identity_kernel(channels: int, kernel_size: int, noise: float) -> Tensor:
     return weight
 
 
+def xavier_std(channels: int, kernel_size: int, gain: float = 0.01) -> float:
+    """Standard deviation of Xavier-normal noise on a [C, C, k, k] kernel:
+    gain sqrt(2 / (fan_in + fan_out)) with fan_in = fan_out = C k^2."""
+    return gain * (2.0 / (2 * channels * kernel_size**2)) ** 0.5
+
+
+def snf_init(channels: int, kernel_size: int) -> tuple[Tensor, Tensor]:
+    """The SNF code base's initial (weight [C, C, k, k], bias [C]); see the module docstring.
+
+    The bias scale is the sample std of the Xavier noise (as drawn, also for a 1 x 1 kernel whose
+    weight does not use it); with a single noise entry it falls back to the Xavier std."""
+    noise = torch.randn(channels, channels, kernel_size, kernel_size)
+    noise = noise * xavier_std(channels, kernel_size)
+    if kernel_size == 1:
+        q, _ = torch.linalg.qr(torch.randn(channels, channels))
+        weight = q[:, :, None, None]
+    else:
+        weight = noise.clone()
+        centre = kernel_size // 2
+        weight[:, :, centre, centre] += torch.eye(channels)
+    bias_std = noise.std().item() if noise.numel() > 1 else xavier_std(channels, kernel_size)
+    return weight, bias_std * torch.randn(channels)
+
+
 class ExactConv2d(Bijection):
-    """k x k conv with zero padding (k odd). x [B,C,H,W] -> z = W * x;
+    """k x k conv with zero padding (k odd). x [B,C,H,W] -> z = W * x + b;
     logdet = log|det J| of the dense [D, D] matrix J (exact, O(D^3)); inverse by dense solve.
 
+    ``init``: ``"authors"`` (SNF code base, default) or ``"ours"``; see the module docstring.
     A singular J raises ``ValueError``; D above ``max_dims`` raises before any work.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, max_dims: int = MAX_DENSE_DIMS):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        max_dims: int = MAX_DENSE_DIMS,
+        init: str = "authors",
+    ):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"{type(self).__name__} needs an odd kernel size, got {kernel_size}")
-        self.channels, self.max_dims = channels, max_dims
-        self.weight = nn.Parameter(identity_kernel(channels, kernel_size, 0.01))
-        self.bias = nn.Parameter(torch.zeros(channels))
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose from {INITS}")
+        self.channels, self.max_dims, self.init = channels, max_dims, init
+        if init == "authors":
+            weight, bias = snf_init(channels, kernel_size)
+        else:
+            weight, bias = identity_kernel(channels, kernel_size, 0.01), torch.zeros(channels)
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
 
     def conv(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
         """The linear part (no bias) of the conv."""
@@ -148,12 +194,13 @@ class SelfNormConv2d(ExactConv2d):
         max_dims: int = MAX_DENSE_DIMS,
         recon_weight: float = 1.0,
         gradient_rule: str = "authors",
+        init: str = "authors",
     ):
         if gradient_rule not in GRADIENT_RULES:
             raise ValueError(
                 f"unknown gradient_rule {gradient_rule!r}; choose from {GRADIENT_RULES}"
             )
-        super().__init__(channels, kernel_size, max_dims)
+        super().__init__(channels, kernel_size, max_dims, init)
         self.recon_weight, self.gradient_rule = recon_weight, gradient_rule
         self.inverse_weight = nn.Parameter(flip_kernel(self.weight.detach()).clone())
         self._recon: Tensor | None = None
