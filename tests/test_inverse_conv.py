@@ -160,7 +160,7 @@ def test_exact_conv_refuses_large_images_clearly():
 
 def test_selfnorm_training_gradient_uses_learned_inverse():
     torch.manual_seed(3)
-    layer = SelfNormConv2d(2).train()
+    layer = SelfNormConv2d(2, gradient_rule="paper").train()
     x = torch.randn(4, 2, 5, 5)
     _, logdet = layer(x)
     (grad,) = torch.autograd.grad(logdet.sum(), layer.weight)

@@ -27,16 +27,19 @@ def inverse_flow(
     bins: int = 5,
     tail_bound: float = 10.0,
     solver: str = "rows",
+    init: str = "authors",
 ) -> Flow:
     """Inverse-Flow (paper Sec. 4.1): each step is inverse conv -> spline activation -> actnorm
     -> 1x1 conv -> affine coupling with the released code's slim net 3x3 (C/2 -> width) -> 1x1
-    (width -> C) -> zero 3x3. Density direction solves T^-1; sampling is one conv per layer."""
+    (width -> C) -> zero 3x3. Density direction solves T^-1; sampling is one conv per layer.
+    ``init`` of the splines: ``"authors"`` (the released code's SNF-derived spline init, see
+    `SplineActivation`) or ``"ours"`` (exact identity)."""
 
     def step(shape: Shape, level: int) -> list[Bijection]:
         c = shape[0]
         return [
             InverseConv2d(c, kernel_size, solver),
-            SplineActivation(shape, bins, tail_bound),
+            SplineActivation(shape, bins, tail_bound, init=init),
             ActNorm(c),
             InvConv1x1LU(c),
             AffineCoupling(c, width, mid=c),
@@ -114,15 +117,18 @@ def snf_glow(
     steps: int = 4,
     width: int = 512,
     recon_weight: float = 100.0,
+    gradient_rule: str = "authors",
+    init: str = "authors",
 ) -> Flow:
     """SNF Glow (SNF's selfnorm_glow experiments): actnorm -> self-normalizing 1x1 conv ->
-    affine coupling, split prior, reconstruction loss weight 100."""
+    affine coupling, split prior, reconstruction loss weight 100. ``gradient_rule`` and ``init``
+    of the 1x1 convs as in `SelfNormConv2d` (defaults: the released code's)."""
 
     def step(shape: Shape, level: int) -> list[Bijection]:
         c = shape[0]
         return [
             ActNorm(c),
-            SelfNormConv2d(c, 1, recon_weight=recon_weight),
+            SelfNormConv2d(c, 1, recon_weight=recon_weight, gradient_rule=gradient_rule, init=init),
             AffineCoupling(c, width),
         ]
 
@@ -132,13 +138,16 @@ def snf_glow(
 LINEAR_LAYERS = ("exact", "exponential", "emerging", "snf", "inverse_conv")
 
 
-def linear_layer(kind: str, shape: Shape) -> Bijection:
-    """One invertible conv of the SNF 9-layer flows (Inverse-Flow Table 4)."""
+def linear_layer(
+    kind: str, shape: Shape, init: str = "authors", gradient_rule: str = "authors"
+) -> Bijection:
+    """One invertible conv of the SNF 9-layer flows (Inverse-Flow Table 4). ``init`` (exact and
+    SNF convs) and ``gradient_rule`` (SNF) as in `SelfNormConv2d`; the other kinds ignore them."""
     c = shape[0]
     if kind == "exact":
-        return ExactConv2d(c, 3)
+        return ExactConv2d(c, 3, init=init)
     if kind == "snf":
-        return SelfNormConv2d(c, 3)
+        return SelfNormConv2d(c, 3, init=init, gradient_rule=gradient_rule)
     if kind == "emerging":
         return emerging_conv(c, 2)
     if kind == "exponential":  # SNF's ConvExp: per-element biases around exp(M), then a 1x1
@@ -157,19 +166,25 @@ def linear_flow(
     blocks: int = 3,
     bins: int = 5,
     tail_bound: float = 10.0,
+    init: str = "authors",
+    gradient_rule: str = "authors",
 ) -> Flow:
     """SNF's 9-layer CNN flow: ``blocks`` blocks of layers/blocks convs at 1x28x28, 4x14x14,
     16x7x7 (squeeze between blocks), each conv followed by a per-element RQ spline activation
-    except the last; no coupling, no split. Logit preprocessing with alpha 1e-6 (as SNF)."""
+    except the last; no coupling, no split. Logit preprocessing with alpha 1e-6 (as SNF).
+
+    ``init``: ``"authors"`` (default) is the SNF code base's for the splines and the exact and
+    SNF convs (`SplineActivation`, `ExactConv2d`); ``"ours"`` the earlier identity-start init.
+    ``gradient_rule`` of the SNF convs: ``"authors"`` (default) or ``"paper"``."""
     if layers % blocks:
         raise ValueError(f"layers ({layers}) must be a multiple of blocks ({blocks})")
     shape = tuple(input_shape)
     parts: list[Bijection] = []
     for block in range(blocks):
         for i in range(layers // blocks):
-            parts.append(linear_layer(kind, shape))
+            parts.append(linear_layer(kind, shape, init, gradient_rule))
             if not (block == blocks - 1 and i == layers // blocks - 1):
-                parts.append(SplineActivation(shape, bins, tail_bound))
+                parts.append(SplineActivation(shape, bins, tail_bound, init=init))
         if block < blocks - 1:
             parts.append(Squeeze())
             shape = squeezed_shape(shape)

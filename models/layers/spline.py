@@ -15,13 +15,28 @@ from torch import Tensor, nn
 
 from models.core import Bijection
 
+SPLINE_INITS = ("authors", "ours")
+AUTHORS_RAW_STD = 0.01  # snf/layers/activations.py: torch.randn(...) * 0.01
+
 
 class SplineActivation(Bijection):
     """Elementwise monotone RQ spline. x [B, *shape] -> z [B, *shape];
     logdet = sum log dz/dx over the elements inside [-B, B].
 
     Per-element parameters: bin widths and heights [*shape, K] (softmax), interior knot
-    derivatives [*shape, K-1] (softplus). Initialised to the identity.
+    derivatives [*shape, K-1] (d = min_derivative + softplus(raw)); the boundary knots have
+    derivative 1. ``init``:
+
+    - ``"authors"`` (default): the SNF code base's (``snf/layers/activations.py``,
+      ``SplineActivation.__init__`` with ``individual_weights=True``; the same lines in the
+      Inverse-Flow and FInC forks): every raw width, height and derivative is N(0, 0.01^2), the
+      derivatives around the offset c = log(e^(1 - min_derivative) - 1) that
+      ``unconstrained_rational_quadratic_spline`` adds, softplus(c) = 1 - min_derivative. So bins
+      are near-uniform and the interior knot derivatives are about
+      1 + 0.01 sigmoid(c) N(0, 1) (std 0.0063 for min_derivative 1e-3): close to, not exactly,
+      the identity.
+    - ``"ours"`` (this code base's earlier choice): raw widths and heights 0 and derivatives c,
+      exactly the identity map.
     """
 
     def __init__(
@@ -32,8 +47,11 @@ class SplineActivation(Bijection):
         min_bin_width: float = 1e-3,
         min_bin_height: float = 1e-3,
         min_derivative: float = 1e-3,
+        init: str = "authors",
     ):
         super().__init__()
+        if init not in SPLINE_INITS:
+            raise ValueError(f"unknown init {init!r}; choose from {SPLINE_INITS}")
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
         if min_bin_width * bins >= 1 or min_bin_height * bins >= 1:
@@ -43,9 +61,13 @@ class SplineActivation(Bijection):
         self.min_bin_width, self.min_bin_height = min_bin_width, min_bin_height
         self.min_derivative = min_derivative
         identity_derivative = math.log(math.expm1(1 - min_derivative))
-        self.widths = nn.Parameter(torch.zeros(*shape, bins))
-        self.heights = nn.Parameter(torch.zeros(*shape, bins))
-        self.derivatives = nn.Parameter(torch.full((*shape, bins - 1), identity_derivative))
+
+        def raw(*size: int) -> Tensor:  # "ours" draws nothing: the old RNG stream is kept
+            return AUTHORS_RAW_STD * torch.randn(*size) if init == "authors" else torch.zeros(size)
+
+        self.widths = nn.Parameter(raw(*shape, bins))
+        self.heights = nn.Parameter(raw(*shape, bins))
+        self.derivatives = nn.Parameter(identity_derivative + raw(*shape, bins - 1))
 
     def _knots(self) -> tuple[Tensor, Tensor, Tensor]:
         """Knot positions x_k, y_k [*shape, K+1] and derivatives d_k [*shape, K+1]."""
