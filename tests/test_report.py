@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -177,3 +178,15 @@ def test_cells_name_their_data_set_and_profile_and_notes_list_preprocessing(tmp_
     assert "- Inverse-Flow: uniform dequantization, x / 256, shift to [-0.5, 0.5)" in markdown
     assert "- Emerging: uniform dequantization, x / 256, shift to [-0.5, 0.5)" in markdown
     assert "logit (alpha" not in markdown  # Glow (small), the logit row, has no cell here
+
+
+def test_the_fidelity_table_is_rendered_and_kept(tmp_path):
+    shutil.copytree(ROOT / "results" / "published", tmp_path / "published")
+    shutil.copy(ROOT / "results" / "fidelity.csv", tmp_path / "fidelity.csv")
+    out = report(tmp_path, with_plots=False)
+    markdown = (tmp_path / "tables" / "fidelity.md").read_text()
+    assert "| gradient rule |" in markdown and "selfnorm.py" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    separators = {len(re.findall(r"(?<!\\)\|", line)) for line in rows}
+    assert separators == {6}  # five columns on every line: a '|' inside a cell is escaped
+    assert tmp_path / "tables" / "fidelity.md" not in out["removed"]

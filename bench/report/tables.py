@@ -249,6 +249,23 @@ def table_report(results_dir: str | Path, table: str) -> TableReport:
     return build_table(table, pub, records, configured_rows().get(table, {}))
 
 
+def write_fidelity(results_dir: Path, out_dir: Path) -> Path | None:
+    """``fidelity.md`` from ``results/fidelity.csv``: per row and aspect (gradient rule, init,
+    warm-up, ...) what we do and whether the paper, the authors' code or we decided it."""
+    source = results_dir / "fidelity.csv"
+    if not source.is_file():
+        return None
+    frame = pd.read_csv(source, keep_default_na=False)
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    cells = frame.astype(str).map(lambda text: text.replace("|", "\\|"))
+    body = ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
+    title = "## Reproduction fidelity: where the papers are silent, what each row does and why"
+    path = out_dir / "fidelity.md"
+    write_atomic(path, "\n".join([title, "", header, rule, *body]) + "\n")
+    return path
+
+
 def report(results_dir: str | Path = "results", with_plots: bool = True) -> dict[str, Any]:
     """Write every table and plot, remove stale ones; return {'tables': {...}, 'problems':
     [...], 'removed': [...]}."""
@@ -269,6 +286,10 @@ def report(results_dir: str | Path = "results", with_plots: bool = True) -> dict
     if with_plots:
         layer_records = [r for r in loaded.rows if r["table"] == "layers"]
         written.update(plots.layer_plots(layer_records, out_dir))
+    fidelity = write_fidelity(results_dir, out_dir)
+    if fidelity is not None:
+        written.add(fidelity)
+        tables.append("fidelity")  # not a table of records, but not stale either
     problems_file = out_dir / "PROBLEMS.txt"
     if loaded.problems:
         write_atomic(problems_file, "\n".join(loaded.problems) + "\n")
