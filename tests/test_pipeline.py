@@ -467,3 +467,19 @@ def test_resume_mid_epoch_repeats_the_uninterrupted_run_exactly(tmp_path):
     resumed = run(tmp_path / "b", 16, ckpt=str(tmp_path / "b" / "last.ckpt"))
     assert sorted(first) == list(range(1, 11)) and sorted(resumed) == list(range(11, 17))
     assert {**first, **resumed} == straight
+
+
+def test_each_row_of_run_tables_gets_its_own_wandb_run(tmp_path, monkeypatch):
+    """Offline W&B: two fits in one process (what run-tables does) make two runs, not one
+    shared run logging both rows."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    config = write_config(tmp_path, evaluate={"timing": False})
+    for name in ("a", "b"):
+        argv = ["fit", "--config", str(config), "--results_dir", str(tmp_path / "r")]
+        assert cli(*argv, "--work_dir", str(tmp_path / name), "--set", "wandb.tags=[t]") == 0
+    urls = [
+        r.get("wandb_url") for r in read_records(tmp_path / "r" / "runs" / "pipeline_test.jsonl")
+    ]
+    runs = sorted(p.name for p in (tmp_path).glob("*/pipeline_test/tiny/paper/wandb/offline-run-*"))
+    assert len(runs) == 2 and len(set(runs)) == 2, (runs, urls)

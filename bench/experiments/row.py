@@ -164,6 +164,8 @@ def fit_command(config: dict, args) -> Record:
         curve=curves[0] if curves else None,
     )
     log_tables(logger, record, Path(args.results_dir))
+    if isinstance(logger, WandbLogger):  # one W&B run per row, also when run-tables fits many
+        logger.experiment.finish()
     return record
 
 
