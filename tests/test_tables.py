@@ -55,17 +55,7 @@ def test_run_tables_trains_a_dfm_row_and_reports_its_metric(tmp_path, capsys):
             "--work_dir",
             str(tmp_path / "o"),
             "--set",
-            "data.shape=[1,28,28]",
-            "data.num_train=48",
-            "data.num_test=16",
-            "data.val_size=16",
-            "data.subset=null",
-            "trainer.max_steps=3",
-            "trainer.enable_progress_bar=false",
-            "model_kwargs.width=2",
-            "model_kwargs.depth=2",
-            "model_kwargs.latent=4",
-            "model_kwargs.decoder_hidden=[8]",
+            *TINY_DFM,
         ]
     )
     out = capsys.readouterr().out
