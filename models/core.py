@@ -22,6 +22,11 @@ from torch import Tensor, nn
 LOG_2PI = math.log(2 * math.pi)
 
 
+class SingularOperatorError(ValueError):
+    """A layer's linear operator is singular or has non-finite entries: it is not a bijection, so
+    its solve or logdet would be silently non-finite. The message names the layer."""
+
+
 class Bijection(nn.Module):
     """Base class. ``forward(x) -> (z, logdet[B])`` (density direction), ``inverse(z) -> x``.
 
