@@ -365,6 +365,10 @@ class Flow(nn.Module):
     single-scale transform with `FlattenLatent`). ``preprocessing``: bijections applied first
     (dequantization, scaling, logit).
     log_prob(x) = log N(z; 0, I) + logdet, per example [B].
+
+    Input checks (``forward``, so ``log_prob`` and ``bpd``): a ``ValueError`` for NaN or inf
+    values, and for values outside `pixel_range` when the flow dequantizes uint8 images; one
+    min/max pass over the input, once per call (not per layer).
     """
 
     def __init__(
@@ -382,11 +386,36 @@ class Flow(nn.Module):
     def num_dims(self) -> int:
         return math.prod(self.input_shape)
 
+    @property
+    def pixel_range(self) -> tuple[float, float] | None:
+        """(0, 255) when the preprocessing starts by dequantizing uint8 images (then the input
+        must be pixel values), else ``None``: any finite value."""
+        first = self.preprocessing.layers[0] if len(self.preprocessing.layers) else None
+        if isinstance(first, UniformDequantization):
+            return 0.0, float(first.num_levels - 1)
+        return None
+
     def _check(self, x: Tensor) -> None:
+        """Shape [B, *input_shape], finite values, inside `pixel_range` (else ``ValueError``)."""
+        name = type(self).__name__
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
-                f"Flow expects input [B, {', '.join(map(str, self.input_shape))}], "
+                f"{name} expects input [B, {', '.join(map(str, self.input_shape))}], "
                 f"got shape {tuple(x.shape)}"
+            )
+        if x.numel() == 0:
+            return
+        lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()
+        if math.isnan(lo) or math.isnan(hi):
+            raise ValueError(f"{name} expects finite input, got NaN values")
+        bounds = self.pixel_range
+        if bounds is None and not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{name} expects finite input, got values in [{lo:g}, {hi:g}]")
+        if bounds is not None and not bounds[0] <= lo <= hi <= bounds[1]:
+            raise ValueError(
+                f"{name} expects pixel values in {bounds[0]:g}..{bounds[1]:g}, got values in "
+                f"[{lo:g}, {hi:g}] (the uint8 image as floats; the flow adds the dequantization "
+                "noise)"
             )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

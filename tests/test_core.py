@@ -111,3 +111,36 @@ def test_glow_cifar10_has_published_parameter_count():
 def test_models_build_at_any_size():
     flow = MODELS["glow_cifar10"](levels=2, steps=1, width=4)
     assert flow.bpd(torch.randint(0, 256, (2, 3, 32, 32)).double()).shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (-1.0, r"^Flow expects pixel values in 0\.\.255, got values in \[-1, 255\]"),
+        (256.0, r"^Flow expects pixel values in 0\.\.255, got values in \[0, 256\]"),
+        (float("inf"), r"^Flow expects pixel values in 0\.\.255, got values in \[0, inf\]"),
+        (float("nan"), r"^Flow expects finite input, got NaN values"),
+    ],
+)
+def test_log_prob_refuses_pixels_outside_0_255_or_nan(bad, message):
+    """They gave a NaN (or a meaningless) BPD instead of an error (issue 14, item 8)."""
+    flow = small_glow()
+    x = torch.randint(0, 256, (2, 2, 4, 4)).double()
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0, 255  # the range's ends are valid
+    assert torch.isfinite(flow.log_prob(x)).all()
+    x[1, 1, 2, 3] = bad
+    with pytest.raises(ValueError, match=message):
+        flow.log_prob(x)
+    with pytest.raises(ValueError, match=message):
+        flow.bpd(x)
+
+
+def test_flow_without_dequantization_takes_any_finite_input():
+    """The pixel range belongs to flows that dequantize uint8 images; any flow refuses NaN."""
+    flow = small_glow()
+    flow.preprocessing = type(flow.preprocessing)([Shift(-0.5)])
+    x = 3 * torch.randn(2, 2, 4, 4) - 300
+    assert torch.isfinite(flow.log_prob(x)).all()
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="^Flow expects finite input, got NaN values"):
+        flow.log_prob(x)
