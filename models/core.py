@@ -307,7 +307,7 @@ class Scale(Bijection):
         self.factor = factor
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        d = x[0].numel()
+        d = math.prod(x.shape[1:])  # not x[0].numel(): batch size 0 is allowed
         return x * self.factor, x.new_full((x.shape[0],), d * math.log(abs(self.factor)))
 
     def inverse(self, z: Tensor) -> Tensor:

@@ -258,3 +258,14 @@ def test_causal_solve_refuses_a_singular_centre(solver):
     for weight in (triangular, general):
         with pytest.raises(SingularOperatorError, match=r"^causal_solve: .*singular operator"):
             causal_solve(y, weight, solver)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_empty_batch_solves_with_gradients(solver):
+    """power_series and dense failed with a reshape error on batch size 0."""
+    weight = random_causal_kernel(3, 3).requires_grad_()
+    y = torch.zeros(0, 3, 4, 5, requires_grad=True)
+    x = causal_solve(y, weight, solver)
+    assert x.shape == y.shape
+    x.sum().backward()
+    assert y.grad.shape == y.shape and torch.equal(weight.grad, torch.zeros_like(weight))

@@ -113,3 +113,17 @@ def test_harness_catches_planted_wrong_inverse():
     check_logdet_forward(WrongInverse(), x)
     with pytest.raises(AssertionError):
         check_round_trip(WrongInverse(), x)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_empty_batch_works_in_both_directions(name, device):
+    """Batch size 0 gives empty outputs of the right shapes, in eval and in training mode
+    (issue 14, item 8: some layers failed with reshape or reduction errors)."""
+    layer, x = build(name, device)
+    x = x[:0]
+    for training in (False, True):
+        layer.train(training)
+        z, logdet = layer(x)
+        assert z.shape[0] == 0 and logdet.shape == (0,)
+        assert z.dtype == logdet.dtype == x.dtype
+        assert layer.inverse(z).shape == x.shape

@@ -301,7 +301,7 @@ def apply_spectrum(y: Tensor, spectrum: Tensor, adjoint: bool = False) -> Tensor
     (or its adjoint, the anti-causal correlation with the transposed kernel), cropped to H x W."""
     b, c, h, w = y.shape
     size = (2 * h, 2 * w)
-    y_hat = torch.fft.rfft2(y, s=size).reshape(b, c, -1).permute(2, 1, 0).contiguous()  # [F,C,B]
+    y_hat = torch.fft.rfft2(y, s=size).flatten(2).permute(2, 1, 0).contiguous()  # [F,C,B]
     mat = spectrum.conj().transpose(1, 2).contiguous() if adjoint else spectrum
     x_hat = (mat @ y_hat).permute(2, 1, 0).reshape(b, c, size[0], size[1] // 2 + 1)
     return torch.fft.irfft2(x_hat, s=size)[:, :, :h, :w]
@@ -316,7 +316,7 @@ def solve_dense(y: Tensor, weight: Tensor) -> Tensor:
     """x = T^-1 y through the explicit matrix (reference; small images only)."""
     b, c, h, w = y.shape
     matrix = dense_operator(weight, h, w)
-    return torch.linalg.solve(matrix, y.reshape(b, -1).T).T.reshape(b, c, h, w)
+    return torch.linalg.solve(matrix, y.flatten(1).T).T.reshape(b, c, h, w)
 
 
 # Solvers that take (y, weight); power_series instead keeps its inverse-kernel spectrum.
