@@ -14,6 +14,7 @@ from models.core import (
     Shift,
     Squeeze,
     UniformDequantization,
+    UnsupportedDtypeError,
     image_preprocessing,
 )
 from models.flows.glow import glow
@@ -144,3 +145,12 @@ def test_flow_without_dequantization_takes_any_finite_input():
     x[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="^Flow expects finite input, got NaN values"):
         flow.log_prob(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.uint8], ids=str)
+def test_flow_refuses_inputs_other_than_float32_and_float64(dtype):
+    flow = small_glow()
+    x = torch.randint(0, 256, (2, 2, 4, 4)).to(dtype)
+    with pytest.raises(UnsupportedDtypeError, match=rf"^Flow: {dtype} input is not supported"):
+        flow.log_prob(x)
+    assert torch.isfinite(flow.float().log_prob(x.float())).all()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.core import Bijection, zero_logdet
+from models.core import Bijection, UnsupportedDtypeError, zero_logdet
 from models.registry import layer_examples
 from tests.helpers import jacobian_logdet, sample_input
 
@@ -127,3 +127,21 @@ def test_empty_batch_works_in_both_directions(name, device):
         assert z.shape[0] == 0 and logdet.shape == (0,)
         assert z.dtype == logdet.dtype == x.dtype
         assert layer.inverse(z).shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_half_precision_is_refused_the_same_way_by_every_layer(name, dtype, device):
+    """Policy: layers compute in float32 or float64 only. Half-precision input is refused with
+    one clear error in both directions, also by a layer converted to half precision (issue 14,
+    item 8: ActNorm and the spline silently returned float32, others failed inside torch)."""
+    layer, x = build(name, device)
+    z, _ = layer(x)
+    cls = type(layer).__name__
+    for converted in (False, True):
+        if converted:
+            layer.to(dtype)
+        with pytest.raises(UnsupportedDtypeError, match=rf"^{cls}\.forward: {dtype} input is not"):
+            layer(x.to(dtype))
+        with pytest.raises(UnsupportedDtypeError, match=rf"^{cls}\.inverse: {dtype} input is not"):
+            layer.inverse(z.to(dtype))
