@@ -14,6 +14,7 @@ Dequantization, scaling by 1/256 and the optional logit live inside the model as
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -23,13 +24,62 @@ from torch import Tensor, nn
 LOG_2PI = math.log(2 * math.pi)
 
 
+class SingularOperatorError(ValueError):
+    """A layer's linear operator is singular or has non-finite entries: it is not a bijection, so
+    its solve or logdet would be silently non-finite. The message names the layer."""
+
+
+class UnsupportedDtypeError(TypeError):
+    """An input dtype other than float32 or float64 given to a layer or a flow."""
+
+
+# The dtype policy: layers and flows compute in float32 or float64 and refuse anything else.
+# Half precision (float16, bfloat16) is refused rather than supported: a logdet summed over
+# thousands of dimensions loses whole nats in it, and torch.linalg (the solvers, slogdet) has no
+# half-precision kernels, torch.fft only on CUDA for power-of-2 sizes.
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def check_dtype(x: Tensor, name: str) -> None:
+    """Raise `UnsupportedDtypeError` naming ``name`` unless x is float32 or float64."""
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise UnsupportedDtypeError(
+            f"{name}: {x.dtype} input is not supported; layers and flows compute in float32 or "
+            "float64 (convert with .float() or .double())"
+        )
+
+
+def _dtype_checked(method):
+    """``method(self, x, ...)`` that first applies `check_dtype` to a tensor x."""
+
+    @functools.wraps(method)
+    def checked(self, x, *args, **kwargs):
+        if isinstance(x, Tensor):
+            check_dtype(x, f"{type(self).__name__}.{method.__name__}")
+        return method(self, x, *args, **kwargs)
+
+    checked.dtype_checked = True
+    return checked
+
+
 class Bijection(nn.Module):
     """Base class. ``forward(x) -> (z, logdet[B])`` (density direction), ``inverse(z) -> x``.
 
     ``domain``: the open interval of valid inputs, ``None`` for all reals (tests sample there).
+
+    Every subclass's ``forward`` and ``inverse`` refuse an input that is not float32 or float64
+    with `UnsupportedDtypeError` naming the layer (`SUPPORTED_DTYPES`): one O(1) check per
+    call, added here for every layer, also ones written outside the package.
     """
 
     domain: tuple[float, float] | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "inverse"):
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "dtype_checked", False):
+                setattr(cls, name, _dtype_checked(method))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -148,7 +198,7 @@ class Scale(Bijection):
         self.factor = factor
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        d = x[0].numel()
+        d = math.prod(x.shape[1:])  # not x[0].numel(): batch size 0 is allowed
         return x * self.factor, x.new_full((x.shape[0],), d * math.log(abs(self.factor)))
 
     def inverse(self, z: Tensor) -> Tensor:
@@ -206,6 +256,11 @@ class Flow(nn.Module):
     single-scale transform with `FlattenLatent`). ``preprocessing``: bijections applied first
     (dequantization, scaling, logit).
     log_prob(x) = log N(z; 0, I) + logdet, per example [B].
+
+    Input checks (``forward``, so ``log_prob`` and ``bpd``): `UnsupportedDtypeError` unless
+    float32 or float64 (`SUPPORTED_DTYPES`; a uint8 image too: pass it as floats), a
+    ``ValueError`` for NaN or inf values and for values outside `pixel_range` when the flow
+    dequantizes uint8 images; one min/max pass over the input, once per call (not per layer).
     """
 
     def __init__(
@@ -223,11 +278,38 @@ class Flow(nn.Module):
     def num_dims(self) -> int:
         return math.prod(self.input_shape)
 
+    @property
+    def pixel_range(self) -> tuple[float, float] | None:
+        """(0, 255) when the preprocessing starts by dequantizing uint8 images (then the input
+        must be pixel values), else ``None``: any finite value."""
+        first = self.preprocessing.layers[0] if len(self.preprocessing.layers) else None
+        if isinstance(first, UniformDequantization):
+            return 0.0, float(first.num_levels - 1)
+        return None
+
     def _check(self, x: Tensor) -> None:
+        """float32/float64 (else `UnsupportedDtypeError`), shape [B, *input_shape], finite
+        values, inside `pixel_range` (else ``ValueError``)."""
+        name = type(self).__name__
+        check_dtype(x, name)
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
-                f"Flow expects input [B, {', '.join(map(str, self.input_shape))}], "
+                f"{name} expects input [B, {', '.join(map(str, self.input_shape))}], "
                 f"got shape {tuple(x.shape)}"
+            )
+        if x.numel() == 0:
+            return
+        lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()
+        if math.isnan(lo) or math.isnan(hi):
+            raise ValueError(f"{name} expects finite input, got NaN values")
+        bounds = self.pixel_range
+        if bounds is None and not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{name} expects finite input, got values in [{lo:g}, {hi:g}]")
+        if bounds is not None and not bounds[0] <= lo <= hi <= bounds[1]:
+            raise ValueError(
+                f"{name} expects pixel values in {bounds[0]:g}..{bounds[1]:g}, got values in "
+                f"[{lo:g}, {hi:g}] (the uint8 image as floats; the flow adds the dequantization "
+                "noise)"
             )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from models.core import Flow, Scale, Shift, UniformDequantization, image_preprocessing
+from models.core import (
+    Flow,
+    Scale,
+    Shift,
+    UniformDequantization,
+    UnsupportedDtypeError,
+    image_preprocessing,
+)
 from models.flows.glow import glow
 from models.layers.glow import ActNorm
 from models.multiscale import FlattenLatent, Squeeze
@@ -115,3 +122,45 @@ def test_level_shapes_squeeze_then_keep_half_the_channels():
     with pytest.raises(ValueError, match=r"level 2 cannot squeeze odd shape \(4, 7, 7\)"):
         level_shapes((1, 28, 28), 3)
     assert squeezed_shape((2, 6, 4)) == (8, 3, 2)
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (-1.0, r"^Flow expects pixel values in 0\.\.255, got values in \[-1, 255\]"),
+        (256.0, r"^Flow expects pixel values in 0\.\.255, got values in \[0, 256\]"),
+        (float("inf"), r"^Flow expects pixel values in 0\.\.255, got values in \[0, inf\]"),
+        (float("nan"), r"^Flow expects finite input, got NaN values"),
+    ],
+)
+def test_log_prob_refuses_pixels_outside_0_255_or_nan(bad, message):
+    """They gave a NaN (or a meaningless) BPD instead of an error (issue 14, item 8)."""
+    flow = small_glow()
+    x = torch.randint(0, 256, (2, 2, 4, 4)).double()
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0, 255  # the range's ends are valid
+    assert torch.isfinite(flow.log_prob(x)).all()
+    x[1, 1, 2, 3] = bad
+    with pytest.raises(ValueError, match=message):
+        flow.log_prob(x)
+    with pytest.raises(ValueError, match=message):
+        flow.bpd(x)
+
+
+def test_flow_without_dequantization_takes_any_finite_input():
+    """The pixel range belongs to flows that dequantize uint8 images; any flow refuses NaN."""
+    flow = small_glow()
+    flow.preprocessing = type(flow.preprocessing)([Shift(-0.5)])
+    x = 3 * torch.randn(2, 2, 4, 4) - 300
+    assert torch.isfinite(flow.log_prob(x)).all()
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="^Flow expects finite input, got NaN values"):
+        flow.log_prob(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.uint8], ids=str)
+def test_flow_refuses_inputs_other_than_float32_and_float64(dtype):
+    flow = small_glow()
+    x = torch.randint(0, 256, (2, 2, 4, 4)).to(dtype)
+    with pytest.raises(UnsupportedDtypeError, match=rf"^Flow: {dtype} input is not supported"):
+        flow.log_prob(x)
+    assert torch.isfinite(flow.float().log_prob(x.float())).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models.core import SingularOperatorError
 from models.layers.inverse_conv import (
     SOLVERS,
     CausalConv2d,
@@ -196,3 +197,75 @@ def test_layer_benchmark_pairs_every_method_with_its_own_conv2d(monkeypatch):
     for row, (conv, measured) in zip(rows, zip(calls[::2], calls[1::2], strict=True), strict=True):
         assert row["ms"] == measured.mean_ms
         assert row["ratio_to_conv2d"] == measured.mean_ms / conv.mean_ms
+
+
+# A singular or non-finite operator is reported, naming the layer, by every solver and in both
+# directions (issue 14, item 8): T is invertible exactly when its centre tap is.
+CAUSAL_LAYERS = [(InverseConv2d, 4), (FInCConv2d, 8), (CausalConv2d, 4)]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("cls,channels", CAUSAL_LAYERS)
+def test_singular_centre_tap_raises_naming_the_layer(cls, channels, solver):
+    layer = cls(channels, 3, solver=solver)
+    with torch.no_grad():
+        layer.diag[1, 1, -1, -1] = 0.0  # one zero on the centre tap's diagonal
+    x = torch.randn(2, channels, 4, 5)
+    pattern = rf"^{cls.__name__}: the centre tap's diagonal has a zero entry .*singular operator"
+    with pytest.raises(SingularOperatorError, match=pattern):
+        layer(x)
+    with pytest.raises(SingularOperatorError, match=pattern):
+        layer.inverse(x)
+
+
+def test_issue_reproductions_of_zeroed_diagonals_raise():
+    """InverseConv2d gave non-finite z with logdet 0, FInC logdet 0 and a NaN inverse."""
+    for layer in (InverseConv2d(3, 3, "rows"), FInCConv2d(4, 3)):
+        layer.diag.zero_()
+        x = torch.randn(2, layer.channels, 4, 4)
+        with pytest.raises(SingularOperatorError, match=type(layer).__name__):
+            layer(x)
+        with pytest.raises(SingularOperatorError, match=type(layer).__name__):
+            layer.inverse(x)
+
+
+@pytest.mark.parametrize("log_diag", [float("-inf"), -800.0])
+def test_cinc_diagonal_that_underflows_to_zero_is_singular(log_diag):
+    layer = CausalConv2d(3, 3)
+    with torch.no_grad():
+        layer.log_diag[0, 2] = log_diag  # exp(-800) is 0 in float64
+    with pytest.raises(SingularOperatorError, match="CausalConv2d: .*zero entry"):
+        layer(torch.randn(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_kernel_raises_naming_the_layer(solver, bad):
+    layer = InverseConv2d(3, 3, solver)
+    with torch.no_grad():
+        layer.weight[0, 1, 2, 0, 1] = bad
+    with pytest.raises(SingularOperatorError, match=r"^InverseConv2d: the kernel has non-finite"):
+        layer(torch.randn(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_causal_solve_refuses_a_singular_centre(solver):
+    y = torch.randn(2, 2, 3, 4)
+    triangular = random_causal_kernel(2, 3)
+    triangular[1, 1, -1, -1] = 1e-310  # its reciprocal overflows: as good as singular
+    general = random_causal_kernel(2, 3)
+    general[:, :, -1, -1] = torch.ones(2, 2)  # not triangular, rank 1
+    for weight in (triangular, general):
+        with pytest.raises(SingularOperatorError, match=r"^causal_solve: .*singular operator"):
+            causal_solve(y, weight, solver)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_empty_batch_solves_with_gradients(solver):
+    """power_series and dense failed with a reshape error on batch size 0."""
+    weight = random_causal_kernel(3, 3).requires_grad_()
+    y = torch.zeros(0, 3, 4, 5, requires_grad=True)
+    x = causal_solve(y, weight, solver)
+    assert x.shape == y.shape
+    x.sum().backward()
+    assert y.grad.shape == y.shape and torch.equal(weight.grad, torch.zeros_like(weight))

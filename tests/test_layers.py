@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.core import Bijection, zero_logdet
+from models.core import Bijection, UnsupportedDtypeError, zero_logdet
 from models.registry import layer_examples
 from tests.helpers import jacobian_logdet, sample_input
 
@@ -113,3 +113,37 @@ def test_harness_catches_planted_wrong_inverse():
     check_logdet_forward(WrongInverse(), x)
     with pytest.raises(AssertionError):
         check_round_trip(WrongInverse(), x)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_empty_batch_works_in_both_directions(name, device):
+    """Batch size 0 gives empty outputs of the right shapes, in eval and in training mode
+    (issue 14, item 8: some layers failed with reshape or reduction errors)."""
+    layer, x = build(name, device)
+    x = x[:0]
+    for training in (False, True):
+        layer.train(training)
+        z, logdet = layer(x)
+        assert z.shape[0] == 0 and logdet.shape == (0,)
+        assert z.dtype == logdet.dtype == x.dtype
+        assert layer.inverse(z).shape == x.shape
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_half_precision_is_refused_the_same_way_by_every_layer(name, device):
+    """Policy: layers compute in float32 or float64 only. Half-precision input is refused with
+    one clear error in both directions, also by a layer converted to half precision (issue 14,
+    item 8: ActNorm and the spline silently returned float32, others failed inside torch)."""
+    layer, x = build(name, device)
+    z, _ = layer(x)
+    cls = type(layer).__name__
+    for dtype in (torch.float16, torch.bfloat16):
+        for converted in (False, True):
+            layer.to(dtype if converted else torch.float64)
+            forward, inverse = (
+                rf"^{cls}\.{d}: {dtype} input is not" for d in ("forward", "inverse")
+            )
+            with pytest.raises(UnsupportedDtypeError, match=forward):
+                layer(x.to(dtype))
+            with pytest.raises(UnsupportedDtypeError, match=inverse):
+                layer.inverse(z.to(dtype))

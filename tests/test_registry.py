@@ -95,3 +95,17 @@ def test_every_model_builds_small_and_round_trips(name):
     assert bpd.shape == (2,) and torch.isfinite(bpd).all()
     z, _ = flow(x)
     assert torch.equal(flow.inverse(z), x)  # floor of the dequantized image
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_takes_an_empty_batch(name):
+    """Batch size 0: empty log_prob and samples, in training mode too, and no state is spoiled
+    (ActNorm's data-dependent initialisation waits for a non-empty batch)."""
+    c, h, w = MODELS[name].keywords["input_shape"]
+    small = (c, 8, 8) if "conf" not in name else (c, h, w)  # CONF: 3x3 kernels at the last level
+    flow = MODELS[name](**small_kwargs(name), input_shape=small).float()  # float32: faster
+    for training in (True, False):
+        flow.train(training)
+        assert flow.log_prob(torch.zeros(0, *flow.input_shape, dtype=torch.float32)).shape == (0,)
+        assert flow.sample(0).shape == (0, *flow.input_shape)
+    assert all(torch.isfinite(p).all() for p in flow.parameters())  # no init on empty data

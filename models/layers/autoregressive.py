@@ -220,7 +220,7 @@ class MintNetLayer(Bijection):
             iterations += 1
             y, diag = self._evaluate(x)
             error = y - z
-            residual = error.abs().max().item()
+            residual = error.abs().max().item() if error.numel() else 0.0  # batch size 0
             if residual < self.tol:
                 break
             x = x - self.damping * error / diag

@@ -18,8 +18,8 @@ class ActNorm(Bijection):
     """z = (x + bias) * exp(log_scale) per channel. x [B,C,H,W]; logdet = H W sum log_scale.
 
     Data-dependent initialisation on the first training batch: bias = -mean, scale = 1/std per
-    channel, so the output of that batch has zero mean and unit variance. Whether that happened is
-    the ``initialized`` buffer, persisted in the state dict.
+    channel, so the output of that batch has zero mean and unit variance (an empty batch does
+    not count). Whether that happened is the ``initialized`` buffer, persisted in the state dict.
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -40,7 +40,7 @@ class ActNorm(Bijection):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_image(x, self.channels, "ActNorm")
-        if self.training and not bool(self.initialized):
+        if self.training and not bool(self.initialized) and x.shape[0] > 0:
             self.initialize(x)
         z = (x + self.bias) * torch.exp(self.log_scale)
         h, w = x.shape[2:]

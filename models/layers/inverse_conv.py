@@ -40,7 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from models.core import Bijection, check_image, dense_matrix, zero_logdet
+from models.core import (
+    Bijection,
+    SingularOperatorError,
+    check_image,
+    dense_matrix,
+    zero_logdet,
+)
 
 SOLVERS = ("wavefront", "rows", "power_series", "dense")
 # Needs triton: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (`inverse_conv_triton`).
@@ -55,6 +61,39 @@ def check_weight(weight: Tensor) -> None:
         or weight.shape[2] != weight.shape[3]
     ):
         raise ValueError(f"causal conv weight must be [C, C, k, k], got {tuple(weight.shape)}")
+
+
+def check_invertible(weight: Tensor, name: str) -> None:
+    """Raise `SingularOperatorError` naming ``name`` unless the causal conv T of ``weight``
+    [..., C, C, k, k] (one kernel or a batch of them) is finite and invertible.
+
+    T is block lower triangular with the centre tap A_0 in every diagonal block, so T^-1 exists
+    exactly when A_0^-1 does. A lower triangular A_0 (every layer's) is checked by its diagonal,
+    O(C) and one device sync; any other A_0 by the pivots of its LU factorisation. A pivot
+    counts as zero when its reciprocal overflows (a subnormal pivot gives infinite x). Every
+    solver goes through this one check (`causal_solve`), and so does the conv direction of the
+    layers: a singular T would otherwise give non-finite x or a wrong logdet silently.
+    """
+    weight = weight.detach()
+    centre = weight[..., -1, -1]
+    pivots = centre.diagonal(dim1=-2, dim2=-1)
+    finite = torch.isfinite(weight).all()
+    triangular = (centre.triu(1) == 0).all()
+    if bool(finite & triangular & torch.isfinite(pivots.reciprocal()).all()):
+        return  # the common case, one device sync; below only a failure or a general centre
+    if not bool(finite):
+        raise SingularOperatorError(
+            f"{name}: the kernel has non-finite entries (NaN or inf), not a valid operator"
+        )
+    what = "the centre tap's diagonal has a zero entry"
+    if not bool(triangular):
+        pivots = torch.linalg.lu_factor_ex(centre).LU.diagonal(dim1=-2, dim2=-1)
+        what = "the centre tap has a zero LU pivot"
+    zero = ~torch.isfinite(pivots.reciprocal())
+    if bool(zero.any()):
+        where = zero.nonzero()[0].tolist()
+        at = f"group {where[0]}, channel {where[1]}" if len(where) == 2 else f"channel {where[0]}"
+        raise SingularOperatorError(f"{name}: {what} at {at} (singular operator)")
 
 
 def causal_conv(x: Tensor, weight: Tensor) -> Tensor:
@@ -267,7 +306,7 @@ def apply_spectrum(y: Tensor, spectrum: Tensor, adjoint: bool = False) -> Tensor
     (or its adjoint, the anti-causal correlation with the transposed kernel), cropped to H x W."""
     b, c, h, w = y.shape
     size = (2 * h, 2 * w)
-    y_hat = torch.fft.rfft2(y, s=size).reshape(b, c, -1).permute(2, 1, 0).contiguous()  # [F,C,B]
+    y_hat = torch.fft.rfft2(y, s=size).flatten(2).permute(2, 1, 0).contiguous()  # [F,C,B]
     mat = spectrum.conj().transpose(1, 2).contiguous() if adjoint else spectrum
     x_hat = (mat @ y_hat).permute(2, 1, 0).reshape(b, c, size[0], size[1] // 2 + 1)
     return torch.fft.irfft2(x_hat, s=size)[:, :, :h, :w]
@@ -282,7 +321,7 @@ def solve_dense(y: Tensor, weight: Tensor) -> Tensor:
     """x = T^-1 y through the explicit matrix (reference; small images only)."""
     b, c, h, w = y.shape
     matrix = dense_operator(weight, h, w)
-    return torch.linalg.solve(matrix, y.reshape(b, -1).T).T.reshape(b, c, h, w)
+    return torch.linalg.solve(matrix, y.flatten(1).T).T.reshape(b, c, h, w)
 
 
 def triton_solvers():
@@ -343,9 +382,15 @@ class CausalSolve(torch.autograd.Function):
         return u, grad_w, None
 
 
-def causal_solve(y: Tensor, weight: Tensor, solver: str = "rows") -> Tensor:
-    """x = T^-1 y for the causal conv T of ``weight``. y [B,C,H,W] -> x [B,C,H,W]."""
+def causal_solve(
+    y: Tensor, weight: Tensor, solver: str = "rows", name: str = "causal_solve"
+) -> Tensor:
+    """x = T^-1 y for the causal conv T of ``weight``. y [B,C,H,W] -> x [B,C,H,W].
+
+    A singular or non-finite T raises `SingularOperatorError` naming ``name`` (the layer).
+    """
     check_weight(weight)
+    check_invertible(weight, name)
     if solver not in SOLVERS + OPTIONAL_SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose from {SOLVERS + OPTIONAL_SOLVERS}")
     return CausalSolve.apply(y, weight, solver)
@@ -414,23 +459,31 @@ class _CausalKernel(Bijection):
     def logdet_per_pixel(self) -> Tensor:
         return self.log_diag.sum() if self.log_diag is not None else self.weight.new_zeros(())
 
-    def _per_group(self, x: Tensor, op) -> Tensor:
+    def _per_group(self, x: Tensor, op, kernels: Tensor | None = None) -> Tensor:
         groups = x.chunk(len(self.orientations), dim=1)
+        kernels = self.kernels() if kernels is None else kernels
         out = [
             orient(op(orient(xg, o), kernel), o)
-            for xg, o, kernel in zip(groups, self.orientations, self.kernels(), strict=True)
+            for xg, o, kernel in zip(groups, self.orientations, kernels, strict=True)
         ]
         return torch.cat(out, dim=1)
 
     def conv(self, x: Tensor) -> Tensor:
+        """T x; raises `SingularOperatorError` if T is singular (then no bijection)."""
         check_image(x, self.channels, type(self).__name__)
-        return self._per_group(x, causal_conv)
+        kernels = self.kernels()
+        check_invertible(kernels, type(self).__name__)
+        return self._per_group(x, causal_conv, kernels)
 
     def solve(self, y: Tensor) -> Tensor:
+        """T^-1 y; `causal_solve` raises `SingularOperatorError` naming this layer."""
         check_image(y, self.channels, type(self).__name__)
+        name = type(self).__name__
         if self.solver == "triton":  # every channel group in one launch
-            return triton_solvers().grouped_causal_solve(y, self.kernels(), self.orientations)
-        return self._per_group(y, lambda v, w: causal_solve(v, w, self.solver))
+            kernels = self.kernels()
+            check_invertible(kernels, name)
+            return triton_solvers().grouped_causal_solve(y, kernels, self.orientations)
+        return self._per_group(y, lambda v, w: causal_solve(v, w, self.solver, name))
 
     def logdet(self, x: Tensor) -> Tensor:
         return (x.shape[2] * x.shape[3] * self.logdet_per_pixel()).expand(x.shape[0])
