@@ -163,9 +163,7 @@ MODELS.update(
         "realnvp_imagenet32": partial(
             realnvp, input_shape=IMAGENET32_SHAPE, levels=3, width=140, blocks=8
         ),
-        "realnvp_galaxy": partial(
-            realnvp, input_shape=GALAXY_SHAPE, levels=2, width=64, blocks=8
-        ),
+        "realnvp_galaxy": partial(realnvp, input_shape=GALAXY_SHAPE, levels=2, width=64, blocks=8),
     }
 )
 
