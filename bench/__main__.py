@@ -1,4 +1,5 @@
-"""Command line: ``python -m bench <command> ...``. See ``python -m bench --help``.
+"""Command line: ``python -m bench <command> ...`` or ``convflow-bench <command> ...`` (the
+console script). See ``python -m bench --help``.
 
 Each command's work lives in `bench.experiments` (fit/test/time/fid of a row, run-tables, the
 layer benchmarks, DFM compression, check-layer) or `bench.report`; this file only parses and
@@ -284,7 +285,9 @@ def _add_tables(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    console_script = Path(sys.argv[0]).name == "convflow-bench"
+    prog = "convflow-bench" if console_script else "python -m bench"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)

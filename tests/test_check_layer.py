@@ -1,10 +1,13 @@
 """``bench check-layer``: the worked example passes, inexact layers fail with their measured
-error (exit 1), input that cannot be checked gives one line (exit 2); entry-point lookup."""
+error (exit 1), input that cannot be checked gives one line (exit 2); entry-point lookup and
+the console script declaration."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -170,3 +173,10 @@ def test_entry_point_errors_are_one_line(capsys, monkeypatch):
     assert "entry point 'broken' (no_such_pkg_xyz:Conv) failed to load" in err
     code, _, err = run(capsys, "other")
     assert code == 2 and "broken, householder" in err
+
+
+def test_console_script_runs_the_same_main():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    target = project["scripts"]["convflow-bench"]
+    module, _, name = target.partition(":")
+    assert getattr(importlib.import_module(module), name) is main
