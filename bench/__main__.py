@@ -1,7 +1,9 @@
-"""Command line: ``python -m bench <command> ...``. See ``python -m bench --help``.
+"""Command line: ``python -m bench <command> ...`` or ``convflow-bench <command> ...`` (the
+console script). See ``python -m bench --help``.
 
 Each command's work lives in `bench.experiments` (fit/test/time/fid of a row, run-tables, the
-layer benchmarks, DFM compression) or `bench.report`; this file only parses and dispatches.
+layer benchmarks, DFM compression, check-layer) or `bench.report`; this file only parses and
+dispatches.
 A bad config, name or data file ends in one line on stderr and exit status 2 (``--debug``
 shows the traceback). Each command imports its module when it runs, so ``--help`` is quick.
 """
@@ -116,6 +118,12 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_layer(args: argparse.Namespace) -> int:
+    from bench.experiments.check_layer import run_check_layer
+
+    return run_check_layer(args)
+
+
 def _add_row_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="bench/configs/<table>/<row>.yaml")
     parser.add_argument("--profile", default="paper", choices=PROFILES)
@@ -207,6 +215,28 @@ def _add_tools(sub) -> None:
     layers.add_argument("--runs", type=int, default=10)
     layers.add_argument("--results_dir", "--results-dir", default="results")
     layers.set_defaults(func=_layers)
+    check = sub.add_parser(
+        "check-layer",
+        help="float64 exactness checks of a layer outside the package (round trip, logdets, "
+        "gradcheck)",
+    )
+    check.add_argument(
+        "layer",
+        help="PATH.py:FACTORY, MODULE:FACTORY or an entry point name (group "
+        "convflow_bench.layers); FACTORY(channels) or FACTORY(channels, spatial_shape)",
+    )
+    check.add_argument("--shape", default="3,4,5", help="C,H,W of one input (default 3,4,5)")
+    check.add_argument("--batch", type=int, default=3)
+    check.add_argument("--device", default="cpu")
+    check.add_argument(
+        "--perturb",
+        type=float,
+        default=0.1,
+        help="add N(0, s^2) noise to every parameter first, away from an identity "
+        "initialisation (default 0.1; 0 checks the layer as built)",
+    )
+    check.add_argument("--seed", type=int, default=0)
+    check.set_defaults(func=_check_layer)
 
 
 def _add_tables(sub) -> None:
@@ -255,7 +285,9 @@ def _add_tables(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    console_script = Path(sys.argv[0]).name == "convflow-bench"
+    prog = "convflow-bench" if console_script else "python -m bench"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)

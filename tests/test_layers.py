@@ -1,7 +1,9 @@
 """Generic exactness tests over every entry of `models.registry.layer_examples()`, in float64.
 
-Adding one registry line covers a new layer: round trip, logdet against the autograd Jacobian in
-both directions, per-example logdets, dtype/device of the outputs.
+Adding one registry line covers a new layer. The checks are those of `models.checks`, the
+harness that ``python -m bench check-layer`` runs on layers outside the registry: round trip,
+logdet against the autograd Jacobian in both directions, per-example logdets, batch 1,
+dtype/device of the outputs, and gradcheck where a layer runs a custom autograd Function.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models import checks
 from models.core import Bijection, UnsupportedDtypeError, zero_logdet
 from models.registry import layer_examples
-from tests.helpers import jacobian_logdet, sample_input
+from tests.helpers import sample_input
 
 EXAMPLES = layer_examples()
 BATCH = 3
@@ -24,25 +27,26 @@ def build(name: str, device):
     return layer, x
 
 
+def assert_passes(result: checks.CheckResult) -> None:
+    assert result.passed, result.message()
+
+
+def assert_fails(result: checks.CheckResult) -> None:
+    assert not result.passed, result.message()
+
+
+# Asserting forms of the harness's checks, also imported by other tests (the Triton solver's).
 def check_round_trip(layer, x) -> None:
-    z, _ = layer(x)
-    assert (layer.inverse(z) - x).abs().max().item() < 1e-9
-    z2, _ = layer(layer.inverse(z))
-    assert (z2 - z).abs().max().item() < 1e-9
+    assert_passes(checks.check_round_trip_x(layer, x))
+    assert_passes(checks.check_round_trip_z(layer, x))
 
 
 def check_logdet_forward(layer, x) -> None:
-    _, logdet = layer(x)
-    assert logdet.shape == (x.shape[0],)
-    expected = jacobian_logdet(lambda v: layer(v)[0], x)
-    torch.testing.assert_close(logdet, expected, atol=1e-8, rtol=0)
+    assert_passes(checks.check_logdet_forward(layer, x))
 
 
 def check_logdet_inverse(layer, x) -> None:
-    z, logdet = layer(x)
-    z = z.detach()
-    expected = jacobian_logdet(layer.inverse, z)
-    torch.testing.assert_close(-logdet, expected, atol=1e-8, rtol=0)
+    assert_passes(checks.check_logdet_inverse(layer, x))
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
@@ -62,21 +66,38 @@ def test_inverse_logdet_matches_jacobian(name, device):
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_logdet_per_example(name, device):
-    layer, x = build(name, device)
-    _, batch_logdet = layer(x)
-    single = torch.cat([layer(x[i : i + 1])[1] for i in range(x.shape[0])])
-    torch.testing.assert_close(batch_logdet, single, atol=1e-10, rtol=0)
+    assert_passes(checks.check_per_example_logdet(*build(name, device)))
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_batch_one(name, device):
+    assert_passes(checks.check_batch_one(*build(name, device)))
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_output_follows_input_dtype_and_device(name, device):
-    layer, x = build(name, device)
-    z, logdet = layer(x)
-    for t in (z, logdet, layer.inverse(z)):
-        assert t.dtype == x.dtype and t.device == x.device
-    layer32 = layer.float()
-    z32, logdet32 = layer32(x.float())
-    assert z32.dtype == torch.float32 and logdet32.dtype == torch.float32
+    assert_passes(checks.check_dtype_device(*build(name, device)))
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_gradcheck_of_custom_autograd_functions(name, device):
+    result = checks.check_gradcheck(*build(name, device))
+    if result.skipped:
+        pytest.skip(result.detail)
+    assert_passes(result)
+
+
+def test_harness_tolerances_are_the_documented_ones():
+    assert (checks.ROUND_TRIP_TOL, checks.LOGDET_TOL, checks.PER_EXAMPLE_TOL) == (
+        1e-9,
+        1e-8,
+        1e-10,
+    )
+    assert (checks.GRADCHECK_EPS, checks.GRADCHECK_ATOL, checks.GRADCHECK_RTOL) == (
+        1e-6,
+        1e-5,
+        1e-3,
+    )
 
 
 class WrongLogdet(Bijection):
@@ -106,6 +127,8 @@ def test_harness_catches_planted_wrong_logdet():
         check_logdet_forward(WrongLogdet(), x)
     with pytest.raises(AssertionError):
         check_logdet_inverse(WrongLogdet(), x)
+    measured = checks.check_logdet_forward(WrongLogdet(), x).error
+    assert measured == pytest.approx(18 * torch.log(torch.tensor(2.0)).item())
 
 
 def test_harness_catches_planted_wrong_inverse():
@@ -113,6 +136,8 @@ def test_harness_catches_planted_wrong_inverse():
     check_logdet_forward(WrongInverse(), x)
     with pytest.raises(AssertionError):
         check_round_trip(WrongInverse(), x)
+    assert_fails(checks.check_round_trip_z(WrongInverse(), x))
+    assert checks.check_round_trip_x(WrongInverse(), x).error == pytest.approx(1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
