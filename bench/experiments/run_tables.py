@@ -47,8 +47,9 @@ def row_paths(tables: list[str], rows: list[str] | None) -> list[Path]:
     paths = [p for table in tables for p in row_configs(table)]
     if not rows:
         return paths
-    chosen = [p for p in paths if p.stem in rows or row_label(p) in rows]
-    known = {p.stem for p in chosen} | {row_label(p) for p in chosen}
+    names_of = {p: {p.stem, row_label(p)} for p in paths}  # each row YAML read once
+    chosen = [p for p in paths if names_of[p] & set(rows)]
+    known = set().union(*(names_of[p] for p in chosen))
     unmatched = [name for name in rows if name not in known]
     if unmatched:
         names = sorted({p.stem for p in paths})
