@@ -80,7 +80,9 @@ class ResumableDataLoader(DataLoader):
         self.batches_yielded = 0  # a finished epoch: the next one starts at its beginning
 
     def state_dict(self) -> dict[str, int]:
-        return {"batches": self.batches_yielded}
+        # A checkpoint taken after the epoch's last batch (its validation, before Lightning
+        # closes the epoch) resumes in the next epoch, at its beginning, not past its end.
+        return {"batches": self.batches_yielded % len(self) if len(self) else 0}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.start = state["batches"] * self.batch_size

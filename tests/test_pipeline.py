@@ -228,6 +228,59 @@ def test_cli_resume_continues_from_last_checkpoint(tmp_path):
     )  # the resumed record keeps the points before the stop
 
 
+@pytest.mark.parametrize("stop", [8, 12])
+def test_cli_resumed_fit_records_the_uninterrupted_run(tmp_path, stop):
+    """The audit's case through the CLI: a fit stopped at `stop` steps (8: an epoch's last
+    batch, 8 batches per epoch; 12: mid-epoch) and resumed to 20 records the same test BPD
+    and the same training curve as one fit of 20 steps, to the bit."""
+    config = write_config(tmp_path, evaluate={"timing": False})
+    twenty = ["--set", "trainer.max_steps=20"]
+    straight = ["--config", str(config), "--results_dir", str(tmp_path / "ra")]
+    assert cli("fit", *straight, "--work_dir", str(tmp_path / "a"), *twenty) == 0
+    split = ["--config", str(config), "--results_dir", str(tmp_path / "rb")]
+    work = ["--work_dir", str(tmp_path / "b")]
+    assert cli("fit", *split, *work, "--set", f"trainer.max_steps={stop}") == 0
+    assert cli("fit", *split, *work, "--resume", *twenty) == 0
+    (whole,) = read_records(tmp_path / "ra" / "runs" / "pipeline_test.jsonl")
+    resumed = read_records(tmp_path / "rb" / "runs" / "pipeline_test.jsonl")[-1]
+    assert resumed["metrics"]["bpd"] == whole["metrics"]["bpd"]
+    assert resumed["curve"] == whole["curve"]
+    assert (resumed["steps"], resumed["step_tested"]) == (whole["steps"], whole["step_tested"])
+
+
+@pytest.mark.slow
+def test_fit_killed_after_a_checkpoint_resumes_to_the_same_record(tmp_path):
+    """SIGKILL a fit as soon as its first last.ckpt exists, resume it with --resume: the record
+    equals an uninterrupted fit's (test BPD, curve, steps)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = write_config(tmp_path, evaluate={"timing": False})
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+
+    def fit(name, *extra):
+        argv = [sys.executable, "-m", "bench", "fit", "--config", str(config), "--set"]
+        argv += ["trainer.max_steps=40", "--results_dir", str(tmp_path / f"r{name}")]
+        argv += ["--work_dir", str(tmp_path / name), *extra]
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    assert fit("a").wait(timeout=600) == 0
+    killed = fit("b")
+    last = tmp_path / "b" / "pipeline_test" / "tiny" / "paper" / "checkpoints" / "last.ckpt"
+    while not last.exists() and killed.poll() is None:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL, "the fit ended before it could be killed"
+    assert not (tmp_path / "rb" / "runs").exists()
+    assert fit("b", "--resume").wait(timeout=600) == 0
+    (whole,) = read_records(tmp_path / "ra" / "runs" / "pipeline_test.jsonl")
+    (resumed,) = read_records(tmp_path / "rb" / "runs" / "pipeline_test.jsonl")
+    assert resumed["metrics"]["bpd"] == whole["metrics"]["bpd"]
+    assert (resumed["curve"], resumed["steps"]) == (whole["curve"], whole["steps"])
+
+
 def test_resume_refuses_a_changed_recipe_and_keeps_one_checkpoint_set(tmp_path, capsys):
     import shutil
 
@@ -447,10 +500,12 @@ def test_the_record_keeps_the_validation_bpd_before_and_after_training(tmp_path)
     assert metrics["val_bpd_end"] == curve["val_bpd"][-1] < metrics["val_bpd_start"] - 0.5
 
 
-def test_resume_mid_epoch_repeats_the_uninterrupted_run_exactly(tmp_path):
-    """A run stopped by max_steps mid-epoch (7 batches per epoch, stop after 10) and resumed
-    from its last.ckpt trains on the same batches with the same losses as a run that never
-    stopped: the loader's position inside the epoch is part of the checkpoint."""
+@pytest.mark.parametrize("stop", [10, 7, 14])
+def test_resume_mid_epoch_repeats_the_uninterrupted_run_exactly(tmp_path, stop):
+    """A run stopped by max_steps (7 batches per epoch: mid-epoch at 10, on an epoch's last
+    batch at 7 and 14) and resumed from its last.ckpt trains on the same batches with the same
+    losses as a run that never stopped: the loader's position inside the epoch is part of the
+    checkpoint, and a stop on the last batch resumes at the next epoch's first batch."""
     from bench.experiments.callbacks import SaveLastStep
 
     def run(directory, steps, ckpt=None):
@@ -463,9 +518,10 @@ def test_resume_mid_epoch_repeats_the_uninterrupted_run_exactly(tmp_path):
         return recorder.losses
 
     straight = run(tmp_path / "a", 16)
-    first = run(tmp_path / "b", 10)
+    first = run(tmp_path / "b", stop)
     resumed = run(tmp_path / "b", 16, ckpt=str(tmp_path / "b" / "last.ckpt"))
-    assert sorted(first) == list(range(1, 11)) and sorted(resumed) == list(range(11, 17))
+    assert sorted(first) == list(range(1, stop + 1))
+    assert sorted(resumed) == list(range(stop + 1, 17))
     assert {**first, **resumed} == straight
 
 
