@@ -181,7 +181,7 @@ MODELS.update(
 
 # Inverse-Flow Table 4: SNF's 9-layer linear MNIST flows.
 for _kind in LINEAR_LAYERS:
-    MODELS[f"{_kind}_mnist_linear9"] = partial(linear_flow, _kind, input_shape=MNIST_SHAPE)
+    MODELS[f"{_kind}_mnist_linear9"] = partial(linear_flow, kind=_kind, input_shape=MNIST_SHAPE)
 
 
 def count_params(model: nn.Module) -> int:

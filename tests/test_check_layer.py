@@ -17,6 +17,7 @@ from bench.__main__ import main
 from bench.experiments import check_layer as cli
 from models import checks
 from models.registry import randomize
+from models.slots import ENTRY_POINT_GROUP, resolve_factory
 from tests import user_layers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +145,7 @@ def test_file_that_does_not_import_names_the_error_and_line(capsys, tmp_path):
 
 def fake_entry_points(*values: tuple[str, str]):
     def entry_points(**params):
-        eps = [importlib.metadata.EntryPoint(n, v, cli.ENTRY_POINT_GROUP) for n, v in values]
+        eps = [importlib.metadata.EntryPoint(n, v, ENTRY_POINT_GROUP) for n, v in values]
         return [ep for ep in eps if params.get("group") in (None, ep.group)]
 
     return entry_points
@@ -155,7 +156,7 @@ def test_entry_point_name_finds_an_installed_layer(capsys, monkeypatch):
     monkeypatch.setattr(
         importlib.metadata, "entry_points", fake_entry_points(("householder", value))
     )
-    factory, label = cli.resolve_factory("householder")
+    factory, label = resolve_factory("householder")
     assert factory is user_layers.HouseholderConv1x1 and value in label
     code, out, err = run(capsys, "householder", "--shape", "3,2,3")
     assert code == 0, out + err

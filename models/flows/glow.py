@@ -19,6 +19,7 @@ from models.layers.glow import (
     InvConv1x1LU,
 )
 from models.multiscale import multiscale
+from models.slots import SlotValue, slot_layer
 
 Shape = tuple[int, int, int]
 StepFactory = Callable[[Shape, int], list[Bijection]]
@@ -47,7 +48,7 @@ def glow_step(
     width: int = 512,
     coupling: str = "affine",
     lu: bool = True,
-    mix: Callable[[int], Bijection] | None = None,
+    mix: SlotValue = None,
 ) -> StepFactory:
     """Glow step: ActNorm -> invertible linear layer -> affine or additive coupling.
 
@@ -55,17 +56,18 @@ def glow_step(
         width: hidden channels of the coupling network.
         coupling: ``"affine"`` or ``"additive"``.
         lu: the linear layer is the LU-parameterised 1x1 convolution (else the plain one).
-        mix: the slot of the linear layer: ``mix(channels)`` builds any channel-preserving
-            bijection in place of the 1x1 convolution (a new layer enters where Glow's sits).
+        mix: the slot of the linear layer (`models.slots`): a built-in name, a layer spec or a
+            factory ``mix(channels[, spatial_shape])`` of any channel-preserving bijection in
+            place of the 1x1 convolution (a new layer enters where Glow's sits).
     """
     couplings = {"affine": AffineCoupling, "additive": AdditiveCoupling}
     if coupling not in couplings:
         raise ValueError(f"coupling must be one of {sorted(couplings)}, got {coupling!r}")
-    make_mix = mix or (InvConv1x1LU if lu else InvConv1x1)
+    make_mix = slot_layer(mix, InvConv1x1LU if lu else InvConv1x1)
 
     def make(shape: Shape, level: int) -> list[Bijection]:
         channels = shape[0]
-        return [ActNorm(channels), make_mix(channels), couplings[coupling](channels, width)]
+        return [ActNorm(channels), make_mix(shape), couplings[coupling](channels, width)]
 
     return make
 
@@ -78,7 +80,7 @@ def glow(
     coupling: str = "affine",
     lu: bool = True,
     logit_alpha: float | None = None,
-    mix: Callable[[int], Bijection] | None = None,
+    mix: SlotValue = None,
 ) -> Flow:
     """Glow (Kingma & Dhariwal 2018): CIFAR-10 config L=3, K=32, width 512, affine, LU 1x1.
     Data centred to [-0.5, 0.5) as in Glow, or RealNVP's logit when ``logit_alpha`` is given;

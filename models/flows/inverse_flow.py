@@ -8,14 +8,17 @@ parameter counts.
 
 from __future__ import annotations
 
+from functools import partial
+
 from models.core import Bijection, Compose, ElementwiseShift, Flow, image_preprocessing
-from models.flows.glow import Shape, multiscale_flow
+from models.flows.glow import Shape, glow, multiscale_flow
 from models.layers.emerging import ConvExponential, emerging_conv
 from models.layers.glow import ActNorm, AffineCoupling, InvConv1x1, InvConv1x1LU
 from models.layers.inverse_conv import CausalConv2d, FInCConv2d, InverseConv2d
 from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.layers.spline import SplineActivation
 from models.multiscale import FlattenLatent, Squeeze, squeezed_shape
+from models.slots import SlotValue, slot_layer
 
 
 def inverse_flow(
@@ -28,17 +31,21 @@ def inverse_flow(
     tail_bound: float = 10.0,
     solver: str = "rows",
     init: str = "authors",
+    conv: SlotValue = None,
 ) -> Flow:
     """Inverse-Flow (paper Sec. 4.1): each step is inverse conv -> spline activation -> actnorm
     -> 1x1 conv -> affine coupling with the released code's slim net 3x3 (C/2 -> width) -> 1x1
     (width -> C) -> zero 3x3. Density direction solves T^-1; sampling is one conv per layer.
     ``init`` of the splines: ``"authors"`` (the released code's SNF-derived spline init, see
-    `SplineActivation`) or ``"ours"`` (exact identity)."""
+    `SplineActivation`) or ``"ours"`` (exact identity). ``conv``: the slot of the inverse
+    convolution (`models.slots`; default the k x k inverse conv with ``solver``), where the
+    Inverse-Flow tables' reference step takes another invertible layer."""
+    make_conv = slot_layer(conv, lambda channels: InverseConv2d(channels, kernel_size, solver))
 
     def step(shape: Shape, level: int) -> list[Bijection]:
         c = shape[0]
         return [
-            InverseConv2d(c, kernel_size, solver),
+            make_conv(shape),
             SplineActivation(shape, bins, tail_bound, init=init),
             ActNorm(c),
             InvConv1x1LU(c),
@@ -101,14 +108,11 @@ def emerging_glow(
     width: int = 512,
     solver: str = "wavefront",
 ) -> Flow:
-    """Emerging Glow: actnorm -> emerging conv (1x1, two 2x2 autoregressive convs) -> affine
-    coupling. Sampling inverts the autoregressive convs sequentially (``wavefront``)."""
-
-    def step(shape: Shape, level: int) -> list[Bijection]:
-        c = shape[0]
-        return [ActNorm(c), emerging_conv(c, 2, solver), AffineCoupling(c, width)]
-
-    return multiscale_flow(input_shape, levels, steps, step)
+    """Emerging Glow: the Glow step with the emerging conv (1x1, two 2x2 autoregressive convs)
+    in the slot of the 1x1: actnorm -> emerging conv -> affine coupling. Sampling inverts the
+    autoregressive convs sequentially (``wavefront``)."""
+    mix = partial(emerging_conv, kernel_size=2, solver=solver)
+    return glow(input_shape, levels, steps, width, mix=mix)
 
 
 def snf_glow(
@@ -160,7 +164,7 @@ def linear_layer(
 
 
 def linear_flow(
-    kind: str,
+    kind: SlotValue,
     input_shape: Shape = (1, 28, 28),
     layers: int = 9,
     blocks: int = 3,
@@ -173,16 +177,22 @@ def linear_flow(
     16x7x7 (squeeze between blocks), each conv followed by a per-element RQ spline activation
     except the last; no coupling, no split. Logit preprocessing with alpha 1e-6 (as SNF).
 
+    ``kind``: the slot of the convolutions (Inverse-Flow Table 4's reference step): one of
+    `LINEAR_LAYERS`, or any `models.slots` value (a built-in slot name, a layer spec, a factory).
     ``init``: ``"authors"`` (default) is the SNF code base's for the splines and the exact and
     SNF convs (`SplineActivation`, `ExactConv2d`); ``"ours"`` the earlier identity-start init.
     ``gradient_rule`` of the SNF convs: ``"authors"`` (default) or ``"paper"``."""
     if layers % blocks:
         raise ValueError(f"layers ({layers}) must be a multiple of blocks ({blocks})")
+    if isinstance(kind, str) and kind in LINEAR_LAYERS:
+        make_layer = partial(linear_layer, kind, init=init, gradient_rule=gradient_rule)
+    else:
+        make_layer = slot_layer(kind, kind)
     shape = tuple(input_shape)
     parts: list[Bijection] = []
     for block in range(blocks):
         for i in range(layers // blocks):
-            parts.append(linear_layer(kind, shape, init, gradient_rule))
+            parts.append(make_layer(shape))
             if not (block == blocks - 1 and i == layers // blocks - 1):
                 parts.append(SplineActivation(shape, bins, tail_bound, init=init))
         if block < blocks - 1:

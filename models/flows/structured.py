@@ -32,13 +32,13 @@ def woodbury_glow(
     width: int = 512,
     rank: int = 16,
 ) -> Flow:
-    """Woodbury Glow (Lu & Huang 2020): actnorm -> channel + spatial Woodbury (rank d = 16)
-    -> affine coupling."""
+    """Woodbury Glow (Lu & Huang 2020): the Glow step with the channel + spatial Woodbury
+    layer (rank d = 16) in the slot of the 1x1: actnorm -> Woodbury -> affine coupling."""
 
-    def step(shape: Shape, level: int) -> list[Bijection]:
-        return [ActNorm(shape[0]), Woodbury(shape, rank), AffineCoupling(shape[0], width)]
+    def mix(channels: int, spatial_shape: tuple[int, int]) -> Woodbury:
+        return Woodbury((channels, *spatial_shape), rank)
 
-    return multiscale_flow(input_shape, levels, steps, step)
+    return glow(input_shape, levels, steps, width, mix=mix)
 
 
 def butterflyflow(
