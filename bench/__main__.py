@@ -20,6 +20,7 @@ import yaml
 from bench import records
 from bench.config import PROFILES, ConfigError, load_config
 from datamodules import DataFileError
+from models.slots import LayerSpecError
 
 
 def _default_device() -> str:
@@ -122,6 +123,45 @@ def _check_layer(args: argparse.Namespace) -> int:
     from bench.experiments.check_layer import run_check_layer
 
     return run_check_layer(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from bench.experiments.compare import run_compare
+
+    return run_compare(args)
+
+
+def _add_compare(sub) -> None:
+    compare = sub.add_parser(
+        "compare",
+        help="fit, test and time your layer in the tables' reference steps, beside their rows",
+    )
+    compare.add_argument(
+        "layer", help="PATH.py:FACTORY, MODULE:FACTORY or an entry point name, as check-layer"
+    )
+    compare.add_argument(
+        "--tables", nargs="+", required=True, help="tables whose _table.yaml has compare:"
+    )
+    compare.add_argument("--name", default=None, help="the row's name (default: the factory's)")
+    compare.add_argument("--profile", default="demo", choices=PROFILES)
+    compare.add_argument("--dataset", default=None, help="e.g. fashion_mnist for the MNIST rows")
+    compare.add_argument("--data_dir", "--data-dir", default=None)
+    compare.add_argument("--results_dir", "--results-dir", default="results/compare")
+    compare.add_argument("--work_dir", "--work-dir", default="outputs/compare")
+    compare.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    compare.add_argument("--accelerator", default=None)
+    compare.add_argument("--device", default=None, help="layer timing device (default cuda if any)")
+    compare.add_argument("--runs", type=int, default=10, help="runs per layer timing")
+    compare.add_argument(
+        "--layer-batch", type=int, default=None, help="layer timing batch (default: the row's)"
+    )
+    compare.add_argument("--no-fit", action="store_true", help="parameters and layer timing only")
+    compare.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also fit, test and time the table's own rows on the same profile and data",
+    )
+    compare.set_defaults(func=_compare)
 
 
 def _add_row_options(parser: argparse.ArgumentParser) -> None:
@@ -293,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_fit(sub)
     _add_tools(sub)
+    _add_compare(sub)
     _add_tables(sub)
     return parser
 
@@ -308,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper())
     try:
         return args.func(args)
-    except (ConfigError, DataFileError, FileNotFoundError) as err:
+    except (ConfigError, DataFileError, FileNotFoundError, LayerSpecError) as err:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)

@@ -22,7 +22,7 @@ from bench.config import (
     nearest,
     read_yaml,
 )
-from bench.schema import TableSection
+from bench.schema import CompareSection, TableSection
 
 TABLE_FILE = "_table.yaml"
 
@@ -30,13 +30,15 @@ TABLE_FILE = "_table.yaml"
 @dataclass(frozen=True)
 class TableMeta:
     """A table's ``_table.yaml``: its title, the groups it belongs to and its order there;
-    ``experiment`` names the `bench.experiments` runner of a table without row configs."""
+    ``experiment`` names the `bench.experiments` runner of a table without row configs;
+    ``compare`` its reference step with a layer slot (`bench.schema.CompareSection`)."""
 
     name: str
     title: str
     groups: tuple[str, ...] = ()
     order: int = 0
     experiment: str | None = None
+    compare: CompareSection | None = None
 
 
 def table_meta(name: str) -> TableMeta:
@@ -50,7 +52,14 @@ def table_meta(name: str) -> TableMeta:
         section = TableSection.model_validate(data)
     except ValidationError as err:
         raise ConfigError(describe_error(err, path, [Source(str(path), data)])) from None
-    return TableMeta(name, section.title, tuple(section.groups), section.order, section.experiment)
+    return TableMeta(
+        name,
+        section.title,
+        tuple(section.groups),
+        section.order,
+        section.experiment,
+        section.compare,
+    )
 
 
 def configured_tables() -> list[TableMeta]:

@@ -93,6 +93,7 @@ class Record(TypedDict, total=False):
     status: str
     reason: str
     curve: dict[str, list[float]]
+    compared_layer: str  # a user row: the layer `python -m bench compare` put in the slot
     _source: str
 
 

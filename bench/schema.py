@@ -120,6 +120,9 @@ class RowConfig(Section):
     evaluate: EvaluateSection = EvaluateSection()
     wandb: WandbSection = WandbSection()
     note: str = ""
+    # Set by `python -m bench compare`: the layer it put in the reference row's slot. The
+    # record is then a user row (marked so in the tables); None for the suite's rows.
+    compared_layer: str | None = None
     config_path: str = ""
     profile: Literal["paper", "short", "demo"] = "paper"
 
@@ -143,6 +146,18 @@ SCHEMAS: dict[str, type[RowConfig]] = {
 }
 
 
+class CompareSection(Section):
+    """``compare:`` of a ``_table.yaml``: the table's reference step for ``python -m bench
+    compare``. ``row``: the row YAML (in the table's folder) whose architecture, data and recipe
+    a compared layer takes; ``slot``: its model argument that takes the layer (`models.slots`);
+    ``layers``: the table's own linear layers (`models.slots.SLOT_LAYERS` names) the compared
+    layer is timed against at the slot's shapes."""
+
+    row: str
+    slot: str
+    layers: list[str] = []
+
+
 class TableSection(Section):
     """``configs/<table>/_table.yaml``."""
 
@@ -150,3 +165,4 @@ class TableSection(Section):
     groups: list[str] = []
     order: int = 0
     experiment: str | None = None
+    compare: CompareSection | None = None

@@ -210,6 +210,7 @@ def record_row(config: dict, args, metrics: dict, device: str, **extra) -> Recor
         profile=config["profile"],
         config=config,
         note=extra.pop("note", config["note"]),
+        compared_layer=config.get("compared_layer"),  # a user row (python -m bench compare)
         **extra,
     )
     append_records(records_path(Path(args.results_dir), config["table"]), [record])

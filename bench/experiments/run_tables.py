@@ -131,19 +131,13 @@ def row_config(path: Path, args, share: float | None) -> dict:
     return load_config(path, args.profile, overrides)
 
 
-def run_tables(args: argparse.Namespace) -> int:
-    tables = resolve_tables(args.tables)
-    paths = row_paths(tables, args.rows)
-    for table in tables:
-        if not row_configs(table) and not table_meta(table).experiment:
-            raise ConfigError(f"table {table!r} has no row configs in bench/configs/{table}/")
+def run_rows(
+    paths: list[Path], args, records: list[Record], share: float | None = None
+) -> tuple[int, int, set[str]]:
+    """Fit, test and time each row not yet measured in ``records`` (its profile); a row that
+    fails is recorded as skipped with the reason. Returns (succeeded, failed, data sets whose
+    files were missing)."""
     results_dir = Path(args.results_dir)
-    records = load_records(results_dir).rows  # read once; the runs below only append
-    ran_experiment = False
-    if not args.rows:
-        ran_experiment = any([run_experiment(t, args, results_dir, records) for t in tables])
-    share = args.budget_minutes * 60 / max(len(paths), 1) if args.budget_minutes else None
-    print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
     missing: set[str] = set()  # data sets whose files are not available
     succeeded, failed = 0, 0
     for i, path in enumerate(paths, start=1):
@@ -173,6 +167,23 @@ def run_tables(args: argparse.Namespace) -> int:
             record_skip(config, results_dir, reason)
             print(f"{label}: skipped ({reason})")
             failed += 1
+    return succeeded, failed, missing
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    tables = resolve_tables(args.tables)
+    paths = row_paths(tables, args.rows)
+    for table in tables:
+        if not row_configs(table) and not table_meta(table).experiment:
+            raise ConfigError(f"table {table!r} has no row configs in bench/configs/{table}/")
+    results_dir = Path(args.results_dir)
+    records = load_records(results_dir).rows  # read once; the runs below only append
+    ran_experiment = False
+    if not args.rows:
+        ran_experiment = any([run_experiment(t, args, results_dir, records) for t in tables])
+    share = args.budget_minutes * 60 / max(len(paths), 1) if args.budget_minutes else None
+    print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
+    succeeded, failed, missing = run_rows(paths, args, records, share)
     status = 2 if missing and not (succeeded or ran_experiment) else 0
     if failed:
         status = 1

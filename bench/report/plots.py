@@ -201,3 +201,30 @@ def fourier_scaling(rows: list[dict], path: Path) -> Path:
         ax.legend(fontsize=7)
     fig.suptitle(f"Fourier-domain layers vs dense routes ({frame['device'].iloc[0]})", fontsize=10)
     return save_figure(fig, path)
+
+
+def compare_layers_plot(frame: pd.DataFrame, highlight: str, title: str, path: Path) -> Path:
+    """``python -m bench compare``'s layer timing: per pass (density, sampling, backward) the
+    median time / conv2d of each layer at each of the slot's shapes (log scale); the compared
+    layer ``highlight`` is drawn first, with a black edge."""
+    passes = [p for p in ("density", "sampling", "backward") if p in set(frame["pass"])]
+    layers = [highlight, *sorted(set(frame["layer"]) - {highlight})]
+    colours = dict(zip(layers, plt.get_cmap("tab10").colors, strict=False))
+    fig, axes = plt.subplots(1, len(passes), figsize=(4.2 * len(passes), 3.6), squeeze=False)
+    for ax, what in zip(axes[0], passes, strict=False):
+        sub = frame[frame["pass"] == what]
+        table = sub.pivot_table(
+            index="shape", columns="layer", values="ratio_to_conv2d", sort=False
+        )
+        table = table[[name for name in layers if name in table.columns]]
+        bars = table.plot.bar(ax=ax, logy=True, rot=0, color=[colours[n] for n in table.columns])
+        for patch in bars.containers[0]:
+            patch.set_edgecolor("black")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_ylabel("time / conv2d 3x3 (log)")
+        ax.set_xlabel("C x H x W")
+        ax.set_title(what, fontsize=9)
+        ax.get_legend().remove()
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

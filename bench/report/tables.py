@@ -6,7 +6,9 @@ paper's table (its rows in the paper's order, then rows only we measured), each 
 "paper" and an "ours" column, a sampling-time ratio to the paper's fastest row where the table
 has ST, and plots. A measured cell is the newest record holding that metric (paper profile
 before demo); it carries a reference [n] to the record's profile, device, date and command.
-A cell with no record reads ``not run``; a row without a config reads ``not built``.
+A cell with no record reads ``not run``; a row without a config reads ``not built``. A row whose
+records come from ``python -m bench compare`` (they name the ``compared_layer``) is marked
+``(user row)``.
 Malformed record lines are reported with file and line number and skipped.
 """
 
@@ -83,7 +85,8 @@ def build_table(
         mine = [r for r in records if r["row"] == row]
         skipped = [r for r in mine if r.get("status") == "skipped"]
         measured = [r for r in mine if r.get("status") != "skipped"]
-        entry: dict[str, Any] = {"Method": row}
+        user_row = any(r.get("compared_layer") for r in measured)
+        entry: dict[str, Any] = {"Method": f"{row} (user row)" if user_row else row, "_row": row}
         for metric in metrics:
             label = METRICS[metric].label
             text, value = _published_cell(pub, row, metric)
@@ -109,18 +112,22 @@ def build_table(
                 cell = "not run"
             entry[f"{label} ours"] = cell
             entry[f"_{metric}"] = measured_value(record, metric)[0] if record else None
+            entry[f"_{metric}_device"] = record.get("device") if record else None
         lines.append(entry)
     frame = pd.DataFrame(lines)
     if published_st:
         fastest = min(published_st, key=published_st.get)
-        ours = {e["Method"]: e.get("_st_ms") for e in lines}
+        ours = {e["_row"]: (e.get("_st_ms"), e.get("_st_ms_device")) for e in lines}
         frame[f"ST / {fastest} paper"] = [
             _fmt(published_st[r] / published_st[fastest]) if r in published_st else ""
-            for r in frame["Method"]
+            for r in frame["_row"]
         ]
+        reference = ours.get(fastest, (None, None))
         frame[f"ST / {fastest} ours"] = [
-            _fmt(ours[r] / ours[fastest]) if ours.get(r) and ours.get(fastest) else ""
-            for r in frame["Method"]
+            _fmt(ours[r][0] / reference[0])
+            if ours[r][0] and reference[0] and ours[r][1] == reference[1]  # one device only
+            else ""
+            for r in frame["_row"]
         ]
     visible = frame[[c for c in frame.columns if not c.startswith("_")]]
     notes = preprocessing_notes({row: configs[row] for row in row_order if row in configs})
@@ -158,6 +165,11 @@ def _markdown(
         "[n] names the record. `not run`: no record yet; `not built`: no model yet."
         + (" Timings with (IQR): median and interquartile range of the runs." if medians else "")
         + " A measured cell names its data set and profile where they differ from the paper's."
+        + (
+            " (user row): a layer compared with `python -m bench compare`, not a row of the suite."
+            if frame["Method"].str.endswith(" (user row)").any()
+            else ""
+        )
     )
     if notes:
         parts += ["", "Preprocessing (inside each model; BPD counts it):", *notes]
@@ -266,14 +278,29 @@ def write_fidelity(results_dir: Path, out_dir: Path) -> Path | None:
     return path
 
 
-def report(results_dir: str | Path = "results", with_plots: bool = True) -> dict[str, Any]:
-    """Write every table and plot, remove stale ones; return {'tables': {...}, 'problems':
-    [...], 'removed': [...]}."""
+def report(
+    results_dir: str | Path = "results",
+    with_plots: bool = True,
+    tables: list[str] | None = None,
+    extra_results: list[Path] = (),
+) -> dict[str, Any]:
+    """Write every table and plot (or only ``tables``, then nothing is removed as stale), from
+    the records of ``results_dir`` and of ``extra_results`` (other results folders, read only);
+    return {'tables': {...}, 'problems': [...], 'removed': [...]}."""
     results_dir = Path(results_dir)
     pub = load_published(results_dir)
     loaded = load_records(results_dir)
+    for extra in extra_results:
+        if Path(extra).resolve() != results_dir.resolve():
+            more = load_records(Path(extra))
+            for record in more.rows:  # references name the other folder's file
+                record["_source"] = f"{Path(extra) / 'runs' / record['_source']}"
+            loaded.rows += more.rows
+            loaded.problems += more.problems
     configs = configured_rows()
-    tables = sorted(set(pub["table"]) | {r["table"] for r in loaded.rows if r["table"] != "layers"})
+    every = sorted(set(pub["table"]) | {r["table"] for r in loaded.rows if r["table"] != "layers"})
+    chosen = tables is not None
+    tables = [t for t in every if not chosen or t in tables]
     out_dir = results_dir / "tables"
     reports, written = {}, set()
     for table in tables:
@@ -283,6 +310,8 @@ def report(results_dir: str | Path = "results", with_plots: bool = True) -> dict
         reports[table] = rep
         if with_plots:
             written.update(plots.table_plots(table, pub[pub["table"] == table], records, out_dir))
+    if chosen:
+        return {"tables": reports, "problems": loaded.problems, "removed": []}
     if with_plots:
         layer_records = [r for r in loaded.rows if r["table"] == "layers"]
         written.update(plots.layer_plots(layer_records, out_dir))

@@ -1,0 +1,338 @@
+"""``python -m bench compare LAYER --tables T ... [--profile demo]``: a new invertible layer in
+the published tables, with no edit of the package.
+
+For each table with a reference step (``compare:`` in its ``_table.yaml``: the reference row,
+the model argument that is its layer slot, and the table's own linear layers):
+
+1. the exactness checks of ``check-layer`` run once on the layer (float64, at the slot's first
+   channel count and a 4x4 image); a layer that fails them is not trained and nothing is recorded;
+2. a row YAML is written, ``<results_dir>/rows/<table>/<name>.yaml``: the reference row with the
+   layer in its slot and the row named after the layer (re-run it with ``python -m bench fit``);
+3. its parameter count is printed beside the reference row's and the paper's rows';
+4. it is fitted, tested and timed as every row is (``bench.experiments.row.fit_command``: same
+   data module, recipe, timing and W&B logging); the record goes to
+   ``<results_dir>/runs/<table>.jsonl``;
+5. the layer alone is timed against the table's own linear layers at the slot's shapes
+   (density = forward, sampling = inverse, backward of the forward; each as a ratio to a 3x3
+   conv2d C -> C of the same shape timed just before it), recorded in ``runs/layers.jsonl``
+   and drawn in ``tables/compare_<table>_<name>_layers.png``;
+6. the table is regenerated in ``<results_dir>/tables`` from the published numbers, the suite's
+   own records (``results/runs``) and the new row, which the table marks as a user row. With
+   ``--baselines`` the table's own rows are first fitted, tested and timed under the same
+   profile, data and ``--set`` into ``<results_dir>`` (rows measured there already are kept), and
+   the table shows those records instead of the suite's: every row under one condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+from bench.catalog import configured_tables, row_configs, table_meta
+from bench.config import CONFIG_DIR, ConfigError, load_config, read_yaml
+from bench.evaluators.timing import Timing, device_name, time_call
+from bench.experiments.check_layer import format_table
+from bench.experiments.layer_bench import append_layer_records
+from bench.experiments.row import fit_command
+from bench.experiments.run_tables import row_config, run_rows
+from bench.records import load_published, load_records, write_atomic
+from bench.report.plots import compare_layers_plot
+from bench.report.tables import report
+from models.checks import LayerContractError, check_layer
+from models.layers.glow import InvConv1x1
+from models.registry import MODELS, count_params, randomize
+from models.slots import SLOT_LAYERS, LayerSpecError, build_layer, resolve_factory
+
+log = logging.getLogger(__name__)
+
+SUITE_RESULTS = CONFIG_DIR.parent.parent / "results"
+PASSES = ("density", "sampling", "backward")
+
+
+def layer_name(spec: str, label: str | None) -> str:
+    """The row label: ``--name``, else the factory's name (``x.py:Conv`` -> ``Conv``)."""
+    if label:
+        return label
+    return spec.rpartition(":")[2].rpartition(".")[2] or spec
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "layer"
+
+
+def absolute_spec(spec: str) -> str:
+    """A file spec with an absolute path, so the row YAML works from any folder."""
+    source, sep, attr = spec.rpartition(":")
+    if sep and (source.endswith(".py") or "/" in source) and Path(source).is_file():
+        return f"{Path(source).resolve()}:{attr}"
+    return spec
+
+
+def reference(table: str):
+    """The table's `CompareSection`, or a `ConfigError` naming the tables that have one."""
+    meta = table_meta(table)
+    if meta.compare is None:
+        having = [m.name for m in configured_tables() if m.compare is not None]
+        raise ConfigError(
+            f"table {table} has no reference step with a layer slot (compare: in its "
+            f"_table.yaml); tables with one: {', '.join(having)}"
+        )
+    return meta.compare
+
+
+def write_row(table: str, spec: str, name: str, results_dir: Path) -> Path:
+    """The reference row with the layer in its slot, as a row YAML of its own."""
+    ref = reference(table)
+    ref_path = CONFIG_DIR / table / ref.row
+    row = read_yaml(ref_path)
+    row["table"], row["row"] = table, name
+    row["model_kwargs"] = {**(row.get("model_kwargs") or {}), ref.slot: spec}
+    row["compared_layer"] = spec
+    row["note"] = f"user row: {spec} in the {ref.slot} slot of {row.get('model')}"
+    path = results_dir / "rows" / table / f"{slug(name)}.yaml"
+    header = (
+        f"# Written by python -m bench compare: {ref_path.relative_to(CONFIG_DIR.parent.parent)}"
+        f" with the layer {spec} in model_kwargs.{ref.slot}.\n"
+    )
+    write_atomic(path, header + yaml.safe_dump(row, sort_keys=False))
+    return path
+
+
+def build_model(config: dict, device: str = "meta", **slot) -> torch.nn.Module:
+    """The row's model (``slot`` replaces its slot's value), by default on the meta device (no
+    memory, no initialisation cost)."""
+    with torch.device(device):
+        return MODELS[config["model"]](**{**config["model_kwargs"], **slot})
+
+
+def parameters_of(config: dict) -> int:
+    """`count_params` of the row's model: built on the meta device, or on the CPU where a layer
+    needs real values (masks, decompositions at initialisation)."""
+    try:
+        return count_params(build_model(config))
+    except (NotImplementedError, RuntimeError):
+        return count_params(build_model(config, "cpu"))
+
+
+def slot_shapes(config: dict, slot: str) -> list[tuple[int, int, int]]:
+    """The shapes (C, H, W) at which the row's model fills its slot, once each, largest
+    images first."""
+    shapes: list[tuple[int, int, int]] = []
+
+    def recorder(channels: int, spatial_shape: tuple[int, int]):
+        shapes.append((channels, *spatial_shape))
+        return InvConv1x1(channels)
+
+    try:
+        build_model(config, **{slot: recorder})
+    except (NotImplementedError, RuntimeError):
+        shapes.clear()
+        build_model(config, "cpu", **{slot: recorder})
+    return sorted(dict.fromkeys(shapes), key=lambda s: (-s[1] * s[2], s[0]))
+
+
+def parameter_lines(table: str, config: dict, ref_config: dict, slot: str) -> list[str]:
+    """Parameter counts: the compared row's, the reference row's (same profile), the paper's."""
+    ours, theirs = parameters_of(config), parameters_of(ref_config)
+    lines = [
+        f"  parameters: {config['row']} {ours / 1e6:.3f}M; {ref_config['row']} (reference "
+        f"row, {config['profile']} profile) {theirs / 1e6:.3f}M"
+    ]
+    pub = load_published(SUITE_RESULTS)
+    pub = pub[(pub["table"] == table) & (pub["metric"] == "params_m")]
+    if not pub.empty:
+        cells = ", ".join(f"{r.row} {r.value:g}M" for r in pub.itertuples())
+        lines.append(f"  published (paper profile): {cells}")
+    shapes = ", ".join("x".join(map(str, s)) for s in slot_shapes(config, slot))
+    lines.append(f"  the slot's shapes (C x H x W): {shapes}")
+    return lines
+
+
+def _backward(layer, x: torch.Tensor, weight: torch.Tensor) -> None:
+    z, logdet = layer(x)
+    inputs = [x, *(p for p in layer.parameters() if p.requires_grad)]
+    torch.autograd.grad((z * weight).sum() + logdet.sum(), inputs, allow_unused=True)
+
+
+def time_layer(layer, shape, batch: int, device: str, runs: int) -> dict[str, Timing]:
+    """Density (forward), sampling (inverse) and backward timings, each with its own conv2d
+    (3x3, C -> C, padding 1) timed just before it."""
+    layer = layer.to(device).eval()
+    x = torch.randn(batch, *shape, device=device)
+    kernel = torch.randn(shape[0], shape[0], 3, 3, device=device) / (3 * shape[0])
+    conv = partial(torch.nn.functional.conv2d, x, kernel, padding=1)
+    with torch.no_grad():
+        z, _ = layer(x)
+    calls = {
+        "density": lambda: layer(x),
+        "sampling": lambda: layer.inverse(z),
+    }
+    out: dict[str, Timing] = {}
+    for what, call in calls.items():
+        with torch.no_grad():
+            out[f"conv2d/{what}"] = time_call(conv, device, runs)
+            out[what] = time_call(call, device, runs)
+    x_grad = x.clone().requires_grad_()
+    weight = torch.randn_like(z)
+    with torch.no_grad():
+        out["conv2d/backward"] = time_call(conv, device, runs)
+    out["backward"] = time_call(partial(_backward, layer, x_grad, weight), device, runs)
+    return out
+
+
+def layer_timings(
+    layers: dict[str, Any], shapes, batch: int, device: str, runs: int
+) -> list[dict[str, Any]]:
+    """One row per (shape, layer, pass): median ms, IQR and the ratio to its conv2d."""
+    rows = []
+    for shape in shapes:
+        for name, make in layers.items():
+            torch.manual_seed(0)
+            try:
+                layer = make(shape)
+                timings = time_layer(layer, shape, batch, device, runs)
+            except Exception as error:  # a baseline that does not fit this shape is skipped
+                log.warning("compare: %s at %s not timed: %s", name, shape, error)
+                continue
+            for what in PASSES:
+                t, conv = timings[what], timings[f"conv2d/{what}"]
+                rows.append(
+                    {
+                        "shape": "x".join(map(str, shape)),
+                        "layer": name,
+                        "pass": what,
+                        "ms": t.median_ms,
+                        "iqr_ms": t.iqr_ms,
+                        "ratio_to_conv2d": t.median_ms / conv.median_ms,
+                        "device": device_name(device),
+                        "batch": batch,
+                    }
+                )
+    return rows
+
+
+def _check(spec: str, channels: int) -> bool:
+    """check-layer's float64 checks at (channels, 4, 4); prints the table; True if exact."""
+
+    factory, label = resolve_factory(spec)
+    torch.manual_seed(0)
+    layer = randomize(build_layer(factory, (channels, 4, 4), label), 0.1, 0)
+    try:
+        results = check_layer(layer, (channels, 4, 4), batch=3)
+    except LayerContractError as error:
+        raise ConfigError(f"{label}: {error}") from error
+    print(f"check-layer {label} at shape ({channels}, 4, 4), float64:")
+    print(format_table(results))
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        print(f"check-layer {label}: {r.message()}")
+    return not failed
+
+
+def run_args(args: argparse.Namespace) -> argparse.Namespace:
+    """What `fit_command` and `run_rows` read, from the compare command's options."""
+    return argparse.Namespace(
+        profile=args.profile,
+        set=args.set,
+        dataset=args.dataset,
+        force=False,
+        work_dir=args.work_dir,
+        data_dir=args.data_dir,
+        results_dir=args.results_dir,
+        resume=False,
+        checkpoint=None,
+        accelerator=args.accelerator,
+        devices=None,
+        num_nodes=None,
+        strategy=None,
+    )
+
+
+def compare_table(table: str, spec: str, name: str, args, device: str) -> list[dict[str, Any]]:
+    """Steps 2-5 of the module docstring for one table; returns the layer-timing rows."""
+
+    ref = reference(table)
+    results_dir = Path(args.results_dir)
+    path = write_row(table, spec, name, results_dir)
+    config = row_config(path, args, None)  # --set, and --dataset for MNIST rows, as run-tables
+    ref_config = row_config(CONFIG_DIR / table / ref.row, args, None)
+    print(f"\n== {table}: {name} in the {ref.slot} slot of {ref_config['row']} ({path})")
+    for line in parameter_lines(table, config, ref_config, ref.slot):
+        print(line)
+    if args.baselines:
+        print(f"  the table's own rows, {args.profile} profile:")
+        run_rows(row_configs(table), run_args(args), load_records(results_dir).rows)
+    if not args.no_fit:
+        record = fit_command(config, run_args(args))
+        if record:
+            shown = ", ".join(
+                f"{k}={v:.4g}"
+                for k, v in record["metrics"].items()
+                if k in ("bpd", "params_m", "st_ms", "ft_ms", "accuracy")
+            )
+            print(f"  fitted {record['steps']} steps, tested step {record['step_tested']}: {shown}")
+    factory, label = resolve_factory(spec)
+    layers = {name: lambda s: build_layer(factory, s, label)}
+    layers.update({n: (lambda s, n=n: SLOT_LAYERS[n](s[0], s[1:])) for n in ref.layers})
+    batch = args.layer_batch or config["data"]["batch_size"]
+    rows = layer_timings(layers, slot_shapes(config, ref.slot), batch, device, args.runs)
+    for row in rows:
+        row["table"] = table
+    if rows:
+        frame = pd.DataFrame(rows)
+        ratios = frame.pivot_table(
+            index=["shape", "layer"], columns="pass", values="ratio_to_conv2d", sort=False
+        )
+        print(f"  layer timing on {rows[0]['device']}, batch {batch}: median time / conv2d 3x3")
+        print("  " + ratios[list(PASSES)].round(2).to_string().replace("\n", "\n  "))
+        plot = results_dir / "tables" / f"compare_{table}_{slug(name)}_layers.png"
+        compare_layers_plot(frame, name, f"{table_meta(table).title}: layer timing", plot)
+        append_layer_records(
+            rows,
+            f"compare/{table}",
+            ("layer", "pass", "shape"),
+            ("ms", "iqr_ms", "ratio_to_conv2d"),
+            ("table", "shape", "layer", "pass", "batch"),
+            results_dir,
+        )
+        print(f"  layer timing plot: {plot}")
+    return rows
+
+
+def first_slot_channels(table: str) -> int:
+    """The channel count where the table's reference step first fills its slot."""
+    ref = reference(table)
+    return slot_shapes(load_config(CONFIG_DIR / table / ref.row), ref.slot)[0][0]
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """The ``compare`` command: 0 when every table was compared, 1 when the layer is not exact
+    (nothing trained or recorded)."""
+    spec = absolute_spec(args.layer)
+    for table in args.tables:
+        reference(table)  # every table has a slot, before anything runs
+    name = layer_name(args.layer, args.name)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        if not _check(spec, first_slot_channels(args.tables[0])):
+            print(f"{name} is not exact: nothing trained or recorded")
+            return 1
+        for table in args.tables:
+            compare_table(table, spec, name, args, device)
+    except LayerSpecError as error:
+        raise ConfigError(str(error)) from error
+    suite = [] if args.baselines else [SUITE_RESULTS]  # the rows' own records, else the suite's
+    result = report(args.results_dir, tables=args.tables, extra_results=suite)
+    for table in args.tables:
+        print()
+        print(result["tables"][table].markdown)
+    print(f"tables written to {Path(args.results_dir) / 'tables'}")
+    return 0
