@@ -10,21 +10,29 @@ samples, FT = one density pass (log_prob) on a batch of 100, each after warm-up,
 20 (FT) runs by default; also SNF's per-sample protocol (100 calls of sample(1), trimmed mean
 of the middle 60: ``st_per_sample_ms``). `time_train_step` times forward + backward + optimizer step
 at the row's batch size (``train_step_ms``): what sets how long a table takes to train.
+`layer_timings` times single layers (``python -m bench compare``): density (forward), sampling
+(inverse) and the backward of the forward, each paired with a 3x3 conv2d of the same shape
+timed just before it.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 
 from models.core import Flow
 from models.registry import count_params
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,3 +156,69 @@ def time_train_step(task, batch_size: int, device: str = "cpu", runs: int = 10) 
         optimizer.step()
 
     return time_call(step, device, runs=runs, warmup=3)
+
+
+LAYER_PASSES = ("density", "sampling", "backward")
+
+
+def _backward(layer, x: torch.Tensor, weight: torch.Tensor) -> None:
+    z, logdet = layer(x)
+    inputs = [x, *(p for p in layer.parameters() if p.requires_grad)]
+    torch.autograd.grad((z * weight).sum() + logdet.sum(), inputs, allow_unused=True)
+
+
+def time_layer(layer, shape, batch: int, device: str, runs: int) -> dict[str, Timing]:
+    """Density (forward), sampling (inverse) and backward timings, each with its own conv2d
+    (3x3, C -> C, padding 1) timed just before it."""
+    layer = layer.to(device).eval()
+    x = torch.randn(batch, *shape, device=device)
+    kernel = torch.randn(shape[0], shape[0], 3, 3, device=device) / (3 * shape[0])
+    conv = partial(torch.nn.functional.conv2d, x, kernel, padding=1)
+    with torch.no_grad():
+        z, _ = layer(x)
+    calls = {
+        "density": lambda: layer(x),
+        "sampling": lambda: layer.inverse(z),
+    }
+    out: dict[str, Timing] = {}
+    for what, call in calls.items():
+        with torch.no_grad():
+            out[f"conv2d/{what}"] = time_call(conv, device, runs)
+            out[what] = time_call(call, device, runs)
+    x_grad = x.clone().requires_grad_()
+    weight = torch.randn_like(z)
+    with torch.no_grad():
+        out["conv2d/backward"] = time_call(conv, device, runs)
+    out["backward"] = time_call(partial(_backward, layer, x_grad, weight), device, runs)
+    return out
+
+
+def layer_timings(
+    layers: dict[str, Any], shapes, batch: int, device: str, runs: int
+) -> list[dict[str, Any]]:
+    """One row per (shape, layer, pass): median ms, IQR and the ratio to its conv2d."""
+    rows = []
+    for shape in shapes:
+        for name, make in layers.items():
+            torch.manual_seed(0)
+            try:
+                layer = make(shape)
+                timings = time_layer(layer, shape, batch, device, runs)
+            except Exception as error:  # a baseline that does not fit this shape is skipped
+                log.warning("%s at %s not timed: %s", name, shape, error)
+                continue
+            for what in LAYER_PASSES:
+                t, conv = timings[what], timings[f"conv2d/{what}"]
+                rows.append(
+                    {
+                        "shape": "x".join(map(str, shape)),
+                        "layer": name,
+                        "pass": what,
+                        "ms": t.median_ms,
+                        "iqr_ms": t.iqr_ms,
+                        "ratio_to_conv2d": t.median_ms / conv.median_ms,
+                        "device": device_name(device),
+                        "batch": batch,
+                    }
+                )
+    return rows

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import yaml
 
 from bench.catalog import configured_tables, row_configs, table_meta
 from bench.config import CONFIG_DIR, ConfigError, load_config, read_yaml
-from bench.evaluators.timing import Timing, device_name, time_call
+from bench.evaluators.timing import LAYER_PASSES, layer_timings
 from bench.experiments.check_layer import format_table
 from bench.experiments.layer_bench import append_layer_records
 from bench.experiments.row import fit_command
@@ -54,7 +53,6 @@ from models.slots import SLOT_LAYERS, LayerSpecError, build_layer, resolve_facto
 log = logging.getLogger(__name__)
 
 SUITE_RESULTS = CONFIG_DIR.parent.parent / "results"
-PASSES = ("density", "sampling", "backward")
 
 
 def layer_name(spec: str, label: str | None) -> str:
@@ -156,69 +154,6 @@ def parameter_lines(table: str, config: dict, ref_config: dict, slot: str) -> li
     return lines
 
 
-def _backward(layer, x: torch.Tensor, weight: torch.Tensor) -> None:
-    z, logdet = layer(x)
-    inputs = [x, *(p for p in layer.parameters() if p.requires_grad)]
-    torch.autograd.grad((z * weight).sum() + logdet.sum(), inputs, allow_unused=True)
-
-
-def time_layer(layer, shape, batch: int, device: str, runs: int) -> dict[str, Timing]:
-    """Density (forward), sampling (inverse) and backward timings, each with its own conv2d
-    (3x3, C -> C, padding 1) timed just before it."""
-    layer = layer.to(device).eval()
-    x = torch.randn(batch, *shape, device=device)
-    kernel = torch.randn(shape[0], shape[0], 3, 3, device=device) / (3 * shape[0])
-    conv = partial(torch.nn.functional.conv2d, x, kernel, padding=1)
-    with torch.no_grad():
-        z, _ = layer(x)
-    calls = {
-        "density": lambda: layer(x),
-        "sampling": lambda: layer.inverse(z),
-    }
-    out: dict[str, Timing] = {}
-    for what, call in calls.items():
-        with torch.no_grad():
-            out[f"conv2d/{what}"] = time_call(conv, device, runs)
-            out[what] = time_call(call, device, runs)
-    x_grad = x.clone().requires_grad_()
-    weight = torch.randn_like(z)
-    with torch.no_grad():
-        out["conv2d/backward"] = time_call(conv, device, runs)
-    out["backward"] = time_call(partial(_backward, layer, x_grad, weight), device, runs)
-    return out
-
-
-def layer_timings(
-    layers: dict[str, Any], shapes, batch: int, device: str, runs: int
-) -> list[dict[str, Any]]:
-    """One row per (shape, layer, pass): median ms, IQR and the ratio to its conv2d."""
-    rows = []
-    for shape in shapes:
-        for name, make in layers.items():
-            torch.manual_seed(0)
-            try:
-                layer = make(shape)
-                timings = time_layer(layer, shape, batch, device, runs)
-            except Exception as error:  # a baseline that does not fit this shape is skipped
-                log.warning("compare: %s at %s not timed: %s", name, shape, error)
-                continue
-            for what in PASSES:
-                t, conv = timings[what], timings[f"conv2d/{what}"]
-                rows.append(
-                    {
-                        "shape": "x".join(map(str, shape)),
-                        "layer": name,
-                        "pass": what,
-                        "ms": t.median_ms,
-                        "iqr_ms": t.iqr_ms,
-                        "ratio_to_conv2d": t.median_ms / conv.median_ms,
-                        "device": device_name(device),
-                        "batch": batch,
-                    }
-                )
-    return rows
-
-
 def _check(spec: str, channels: int) -> bool:
     """check-layer's float64 checks at (channels, 4, 4); prints the table; True if exact."""
 
@@ -292,7 +227,7 @@ def compare_table(table: str, spec: str, name: str, args, device: str) -> list[d
             index=["shape", "layer"], columns="pass", values="ratio_to_conv2d", sort=False
         )
         print(f"  layer timing on {rows[0]['device']}, batch {batch}: median time / conv2d 3x3")
-        print("  " + ratios[list(PASSES)].round(2).to_string().replace("\n", "\n  "))
+        print("  " + ratios[list(LAYER_PASSES)].round(2).to_string().replace("\n", "\n  "))
         plot = results_dir / "tables" / f"compare_{table}_{slug(name)}_layers.png"
         compare_layers_plot(frame, name, f"{table_meta(table).title}: layer timing", plot)
         append_layer_records(
