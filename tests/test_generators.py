@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -272,3 +273,36 @@ def test_the_three_rows_load_and_the_table_shows_them_not_run(tmp_path):
     for row, paper in (("VAE [22]", "106.0"), ("WAE [58]", "80.9"), ("DCGAN [15]", "30.9")):
         assert f"| {row} | {paper} | not run |" in markdown
     assert "not built" not in markdown.split("`paper`")[0]
+
+
+def test_run_tables_trains_the_dcgan_row_on_the_demo_profile(tmp_path, capsys):
+    """run-tables handles a generator row with no special case: the demo profile measures no
+    FID, which the line of the row says."""
+    overrides = [
+        "dataset=synthetic",
+        "data.shape=[3,8,8]",
+        "data.num_train=48",
+        "data.num_test=16",
+        "data.val_size=16",
+        "data.subset=null",
+        "data.batch_size=16",
+        "trainer.max_steps=4",
+        "trainer.enable_progress_bar=false",
+        "model_kwargs.shape=[3,8,8]",
+        "model_kwargs.latent=4",
+        "model_kwargs.width=4",
+        "module.num_samples=4",
+    ]
+    published = tmp_path / "r" / "published"
+    published.mkdir(parents=True)  # the DFM tables only: the report then skips the flows' ones
+    shutil.copy("results/published/dfm.csv", published / "dfm.csv")
+    code = run_cli(
+        "run-tables", "--tables", "dfm_t5_2", "--rows", "dcgan_cifar10", "--profile", "demo",
+        "--results_dir", str(tmp_path / "r"), "--work_dir", str(tmp_path / "o"),
+        "--set", *overrides,
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "dfm_t5_2 / DCGAN [15]: no fid measured" in out
+    (record,) = [json.loads(x) for x in (tmp_path / "r/runs/dfm_t5_2.jsonl").open()]
+    assert record["steps"] == 4 and record["metrics"]["st_ms"] > 0
+    assert (tmp_path / "r/tables/samples/dfm_t5_2-dcgan_cifar10.png").is_file()
