@@ -67,6 +67,7 @@ class OptimSection(Section):
     optimizer: Literal["adam", "adamax", "sgd"] = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9
+    betas: list[float] = [0.9, 0.999]
     warmup_steps: int = 0
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     final_lr: float | None = None
@@ -86,6 +87,12 @@ class ClassifierModuleSection(OptimSection):
 
 class DFMModuleSection(OptimSection):
     num_samples: int = 16
+
+
+class GeneratorModuleSection(OptimSection):
+    """VAE, WAE and GAN rows (`bench.tasks.generators`); their loss weights are model_kwargs."""
+
+    num_samples: int = 64
 
 
 class EvaluateSection(Section):
@@ -110,7 +117,7 @@ class RowConfig(Section):
     row: str
     model: str
     dataset: str
-    task: Literal["flow", "classify", "dfm"] = "flow"
+    task: Literal["flow", "classify", "dfm", "vae", "wae", "gan"] = "flow"
     recipe: str | None = None
     seed: int = 0
     model_kwargs: dict[str, Any] = {}
@@ -139,10 +146,17 @@ class DFMRowConfig(RowConfig):
     module: DFMModuleSection = DFMModuleSection()
 
 
+class GeneratorRowConfig(RowConfig):
+    module: GeneratorModuleSection = GeneratorModuleSection()
+
+
 SCHEMAS: dict[str, type[RowConfig]] = {
     "flow": FlowRowConfig,
     "classify": ClassifierRowConfig,
     "dfm": DFMRowConfig,
+    "vae": GeneratorRowConfig,
+    "wae": GeneratorRowConfig,
+    "gan": GeneratorRowConfig,
 }
 
 

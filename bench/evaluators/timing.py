@@ -13,6 +13,7 @@ at the row's batch size (``train_step_ms``): what sets how long a table takes to
 `layer_timings` times single layers (``python -m bench compare``): density (forward), sampling
 (inverse) and the backward of the forward, each paired with a 3x3 conv2d of the same shape
 timed just before it.
+`time_sampling` is ST alone, for generators that are not flows (no density to time).
 """
 
 from __future__ import annotations
@@ -140,22 +141,34 @@ def time_flow(
     return metrics
 
 
+@torch.no_grad()
+def time_sampling(
+    generator, device: str = "cpu", num_samples: int = 100, st_runs: int = 10
+) -> dict[str, float | str]:
+    """ST of a generator that is not a flow (``sample(n)``; no density, so no FT): one call
+    drawing ``num_samples`` images after one warm-up call, with the parameter count (the whole
+    trained model: an auto-encoder's encoder, a GAN's discriminator) and the device name."""
+    generator = generator.to(device).eval()
+    st = time_call(lambda: generator.sample(num_samples), device, runs=st_runs, warmup=1)
+    return {
+        **timing_summary("st", st),
+        "params_m": count_params(generator) / 1e6,
+        "device": device_name(device),
+    }
+
+
 def time_train_step(task, batch_size: int, device: str = "cpu", runs: int = 10) -> Timing:
-    """One training step of ``task`` (a `bench.tasks.Task`) at ``batch_size``: zero_grad,
-    ``task.training_loss`` on random uint8 images, backward, optimizer step. It runs on a copy,
-    so the task's weights are untouched. Three warm-up steps."""
+    """One training step of ``task`` (a `bench.tasks.Task`) at ``batch_size``: its
+    ``timing_step`` (zero_grad, ``training_loss``, backward, optimizer step; a GAN: one
+    discriminator and one generator update) on random uint8 images. It runs on a copy, so the
+    task's weights are untouched. Three warm-up steps."""
     trial = copy.deepcopy(task).to(device).train()
-    optimizer = trial.configure_optimizers()["optimizer"]
+    configured = trial.configure_optimizers()
+    entries = configured if isinstance(configured, list | tuple) else [configured]
+    optimizers = [entry["optimizer"] for entry in entries]
     shape = (batch_size, *trial.net.input_shape)
     batch = (torch.randint(0, 256, shape, device=device).float(), None)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss = trial.training_loss(batch)
-        (loss[0] if isinstance(loss, tuple) else loss).backward()
-        optimizer.step()
-
-    return time_call(step, device, runs=runs, warmup=3)
+    return time_call(lambda: trial.timing_step(batch, optimizers), device, runs=runs, warmup=3)
 
 
 LAYER_PASSES = ("density", "sampling", "backward")

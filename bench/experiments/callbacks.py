@@ -9,26 +9,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from bench.evaluators.timing import time_flow
-
 
 def evaluation_device(trainer: pl.Trainer | None = None) -> str:
     """The trainer's CUDA device, else CUDA when there is one, else CPU."""
     if trainer is not None and trainer.strategy.root_device.type == "cuda":
         return str(trainer.strategy.root_device)
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def timing_metrics(flow, config: dict, device: str) -> dict[str, Any]:
-    """`bench.evaluators.timing.time_flow` with the row's ``evaluate`` settings."""
-    ev = config["evaluate"]
-    return time_flow(
-        flow,
-        device,
-        st_runs=ev["st_runs"],
-        ft_runs=ev["ft_runs"],
-        per_sample_calls=ev["per_sample_calls"],
-    )
 
 
 class CurveRecorder(pl.Callback):
@@ -73,8 +59,9 @@ class CurveRecorder(pl.Callback):
 
 
 class TimingCallback(pl.Callback):
-    """Runs the timing protocol on the trained flow at the end of fit, logs st_ms/ft_ms to the
-    logger and keeps them in ``metrics``."""
+    """Runs the task's timing protocol (`bench.tasks.Task.timing_metrics`) on the trained model
+    at the end of fit, logs st_ms (and a flow's ft_ms) to the logger and keeps them in
+    ``metrics``."""
 
     def __init__(self, config: dict):
         self.config = config
@@ -84,7 +71,7 @@ class TimingCallback(pl.Callback):
         if not trainer.is_global_zero:
             return
         device = evaluation_device(trainer)
-        self.metrics = timing_metrics(module.eval_model(), self.config, device)
+        self.metrics = module.timing_metrics(self.config["evaluate"], device)
         self.metrics.pop("device")
         if trainer.logger is not None:
             numbers = {f"timing/{k}": v for k, v in self.metrics.items()}

@@ -25,7 +25,6 @@ from bench.experiments.callbacks import (
     SaveLastStep,
     TimingCallback,
     evaluation_device,
-    timing_metrics,
 )
 from bench.experiments.run_dir import RUN_CONFIG, check_resumable, checkpoint_step, run_dir
 from bench.records import Record, append_records, make_record, records_path, write_atomic
@@ -191,10 +190,13 @@ def load_module(config: dict, checkpoint: str | Path) -> Task:
 
 
 def require_flow(config: dict, command: str) -> None:
-    """`test` and `time` evaluate flows (BPD, sampling time); other rows are evaluated by fit."""
-    if not TASKS[config["task"]].timed:
+    """`test` evaluates densities (test BPD) and `time` the tasks with a timing protocol (flows:
+    ST and FT; generators: ST); other rows are evaluated at the end of fit."""
+    task = TASKS[config["task"]]
+    if not (task.density if command == "test" else task.timed):
+        what = "flows" if command == "test" else "flows and generators"
         raise ValueError(
-            f"'python -m bench {command}' evaluates flows; {config['row']!r} is a "
+            f"'python -m bench {command}' evaluates {what}; {config['row']!r} is a "
             f"'{config['task']}' row, evaluated at the end of 'python -m bench fit'"
         )
 
@@ -244,7 +246,7 @@ def time_command(config: dict, args) -> Record:
     else:
         _, module = build(config, args.data_dir)
     device = args.device or evaluation_device()
-    metrics = timing_metrics(module.eval_model(), config, device)
+    metrics = module.timing_metrics(config["evaluate"], device)
     step = time_train_step(
         module, config["data"]["batch_size"], device, runs=config["evaluate"]["ft_runs"]
     )

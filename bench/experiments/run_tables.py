@@ -155,7 +155,9 @@ def run_rows(
             record = fit_command(config, args)
             metric = TASKS[config["task"]].metric
             elapsed = time.monotonic() - start
-            print(f"{label}: {metric} {record['metrics'][metric]:.3f} in {elapsed:.0f} s")
+            value = record["metrics"].get(metric)
+            result = f"{metric} {value:.3f}" if value is not None else f"no {metric} measured"
+            print(f"{label}: {result} in {elapsed:.0f} s")
             keep_sample_grid(config, args, results_dir)
             succeeded += 1
         except DataFileError as err:  # rows of the same data set are not tried again

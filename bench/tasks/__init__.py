@@ -8,17 +8,27 @@ from bench.tasks.base import Task
 from bench.tasks.classifier import ClassifierTask
 from bench.tasks.dfm import DFMTask
 from bench.tasks.flow import FlowTask, NonFiniteLossError
+from bench.tasks.generators import GANTask, VAETask, WAETask
 from models.classifiers import CLASSIFIERS
+from models.generators import GENERATORS
 from models.generators.dfm import FourierGenerator
 from models.registry import MODELS
 
-TASKS: dict[str, type[Task]] = {"flow": FlowTask, "classify": ClassifierTask, "dfm": DFMTask}
+TASKS: dict[str, type[Task]] = {
+    "flow": FlowTask,
+    "classify": ClassifierTask,
+    "dfm": DFMTask,
+    "vae": VAETask,
+    "wae": WAETask,
+    "gan": GANTask,
+}
 
 
 MODEL_INDEX: dict[str, dict[str, Callable]] = {
     "flow": MODELS,
     "classify": CLASSIFIERS,
     "dfm": {"fourier_generator": FourierGenerator},
+    **GENERATORS,
 }
 
 
@@ -27,4 +37,14 @@ def model_index(task: str) -> dict[str, Callable]:
     return MODEL_INDEX[task]
 
 
-__all__ = ["TASKS", "ClassifierTask", "DFMTask", "FlowTask", "NonFiniteLossError", "Task"]
+__all__ = [
+    "TASKS",
+    "ClassifierTask",
+    "DFMTask",
+    "FlowTask",
+    "GANTask",
+    "NonFiniteLossError",
+    "Task",
+    "VAETask",
+    "WAETask",
+]

@@ -49,20 +49,25 @@ class Task(pl.LightningModule):
     Args:
         lr, optimizer, weight_decay, momentum: the optimizer (`OPTIMIZERS`).
         warmup_steps, schedule, final_lr, total_steps: the schedule (module docstring).
+        betas: Adam's and Adamax's (beta1, beta2).
         seed: seeds what the task draws itself (the flow's dequantization noise).
         sample_dir: where figures drawn during training go (default: the trainer's root).
 
     Attributes:
-        monitor: the logged metric the best checkpoint is chosen by.
+        monitor: the logged metric the best checkpoint is chosen by; ``None`` where no logged
+            number ranks checkpoints (a GAN): the last one is tested.
         mode: ``"min"`` or ``"max"`` for ``monitor``.
-        metric: the record's headline metric (``bpd``, ``accuracy``, ``mse``).
-        timed: whether `python -m bench time` and the timing callback apply (flows).
+        metric: the record's headline metric (``bpd``, ``accuracy``, ``mse``, ``fid``).
+        timed: whether `python -m bench time` and the timing callback apply: the task then
+            implements `timing_metrics` (flows: ST and FT; generators: ST).
+        density: whether the net has a density, so `python -m bench test` measures test BPD.
     """
 
-    monitor: ClassVar[str]
+    monitor: ClassVar[str | None]
     mode: ClassVar[str] = "min"
     metric: ClassVar[str]
     timed: ClassVar[bool] = False
+    density: ClassVar[bool] = False
     net: nn.Module
 
     def __init__(
@@ -71,6 +76,7 @@ class Task(pl.LightningModule):
         optimizer: str = "adam",
         weight_decay: float = 0.0,
         momentum: float = 0.9,
+        betas: tuple[float, float] | list[float] = (0.9, 0.999),
         warmup_steps: int = 0,
         schedule: str = "constant",
         final_lr: float | None = None,
@@ -83,6 +89,8 @@ class Task(pl.LightningModule):
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         if schedule not in ("constant", "cosine", "linear"):
             raise ValueError(f"schedule must be constant, cosine or linear, got {schedule!r}")
+        if len(betas) != 2:
+            raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
         if schedule == "linear" and final_lr is None:
             raise ValueError("schedule 'linear' needs module.final_lr")
         self.seed, self.sample_dir = seed, sample_dir
@@ -91,6 +99,7 @@ class Task(pl.LightningModule):
             optimizer=optimizer,
             weight_decay=weight_decay,
             momentum=momentum,
+            betas=tuple(betas),
             warmup_steps=warmup_steps,
             schedule=schedule,
             final_lr=final_lr,
@@ -110,17 +119,39 @@ class Task(pl.LightningModule):
         what `bench.evaluators.timing.time_train_step` times."""
         raise NotImplementedError
 
+    def timing_step(self, batch, optimizers: list[torch.optim.Optimizer]) -> None:
+        """One training step as fit takes it, on ``batch`` with the task's ``optimizers``:
+        what `bench.evaluators.timing.time_train_step` times. Default: zero_grad,
+        `training_loss`, backward, step."""
+        optimizer = optimizers[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss = self.training_loss(batch)
+        (loss[0] if isinstance(loss, tuple) else loss).backward()
+        optimizer.step()
+
+    def timing_metrics(self, evaluate: dict[str, Any], device: str) -> dict[str, Any]:
+        """The timing protocol of a ``timed`` task with the row's ``evaluate`` settings: metrics
+        (``st_ms`` ...) and ``device``."""
+        raise NotImplementedError
+
     def record_metrics(self, results: dict[str, float], context: dict[str, Any]) -> dict:
         """The record's metrics from the test pass's ``results`` (``trainer.test``'s dict);
         ``context`` holds ``datamodule``, ``device`` and the row ``config``."""
         raise NotImplementedError
 
-    def configure_optimizers(self):
+    def make_optimizer(self, parameters) -> torch.optim.Optimizer:
+        """The configured optimizer over ``parameters``."""
         hp = self.optim
         options: dict[str, Any] = {"lr": hp["lr"], "weight_decay": hp["weight_decay"]}
         if hp["optimizer"] == "sgd":
             options.update(momentum=hp["momentum"], nesterov=hp["momentum"] > 0)
-        optimizer = OPTIMIZERS[hp["optimizer"]](self.net.parameters(), **options)
+        else:
+            options["betas"] = hp["betas"]
+        return OPTIMIZERS[hp["optimizer"]](parameters, **options)
+
+    def make_scheduler(self, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        """The configured schedule (module docstring), stepped once per training step."""
+        hp = self.optim
         factor = partial(
             schedule_factor,
             warmup=hp["warmup_steps"],
@@ -128,7 +159,11 @@ class Task(pl.LightningModule):
             schedule=hp["schedule"],
             final_ratio=(hp["final_lr"] or 0.0) / hp["lr"],
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.net.parameters())
+        scheduler = self.make_scheduler(optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -17,6 +17,7 @@ import torchvision
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
+from bench.evaluators.timing import time_flow
 from bench.tasks.base import Task
 from models.core import Flow
 from models.registry import MODELS
@@ -40,7 +41,7 @@ class FlowTask(Task):
         **optim: `Task`'s optimizer, schedule, seed and sample_dir.
     """
 
-    monitor, mode, metric, timed = "val/bpd", "min", "bpd", True
+    monitor, mode, metric, timed, density = "val/bpd", "min", "bpd", True, True
 
     def __init__(
         self,
@@ -73,6 +74,16 @@ class FlowTask(Task):
 
     def eval_model(self) -> Flow:
         return self.ema.module if self.ema is not None else self.net
+
+    def timing_metrics(self, evaluate: dict[str, Any], device: str) -> dict[str, Any]:
+        """`bench.evaluators.timing.time_flow` (ST, FT, per-sample ST) of the evaluated flow."""
+        return time_flow(
+            self.eval_model(),
+            device,
+            st_runs=evaluate["st_runs"],
+            ft_runs=evaluate["ft_runs"],
+            per_sample_calls=evaluate["per_sample_calls"],
+        )
 
     def on_train_batch_start(self, batch, batch_idx):
         """Reseed from (seed, step, rank): the dequantization noise of every step is then fixed,
