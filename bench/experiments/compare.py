@@ -257,7 +257,7 @@ def run_compare(args: argparse.Namespace) -> int:
     name = layer_name(args.layer, args.name)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        if not _check(spec, first_slot_channels(args.tables[0])):
+        if not _check(args.layer, first_slot_channels(args.tables[0])):  # as the user spelt it
             print(f"{name} is not exact: nothing trained or recorded")
             return 1
         for table in args.tables:
