@@ -9,8 +9,8 @@ and curve (the training curve).
 concurrent writers lose nothing and a killed writer leaves the old or the new file, never half a
 line. Every generated file goes through `write_atomic`, which keeps the usual permissions.
 
-Published values: ``results/published/*.csv`` with `PUBLISHED_COLUMNS`, the papers' numbers.
-`METRICS` names every metric a table can show, its column label and its spread.
+`METRICS` names every metric a table can show, its column label and its spread. The papers'
+numbers are read by `bench.published`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-import pandas as pd
 from filelock import FileLock
 
 from bench.config import PROFILE_RANK
@@ -68,7 +67,6 @@ METRICS: dict[str, Metric] = {
     "ssim": Metric("SSIM"),
     "jpeg_ssim": Metric("JPEG SSIM"),
 }
-PUBLISHED_COLUMNS = ["paper", "table", "row", "dataset", "metric", "value", "std", "unit", "note"]
 
 
 class Record(TypedDict, total=False):
@@ -277,48 +275,3 @@ def measured_value(record: Record, metric: str) -> tuple[float, float | None, st
         return values[f"{robust}_median"], values.get(f"{robust}_iqr"), "median"
     std = values.get(METRICS[metric].std or "")
     return values[metric], std, "mean"
-
-
-# The papers' numbers shipped with the suite: used by a results folder without its own copy
-# (the demo's results/demo, a user's scratch folder).
-PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "results" / "published"
-
-
-def published_dir(results_dir: Path) -> Path:
-    """``results_dir/published`` when it exists, else the suite's `PUBLISHED_DIR`."""
-    own = Path(results_dir) / "published"
-    return own if own.is_dir() else PUBLISHED_DIR
-
-
-def load_published(results_dir: Path) -> pd.DataFrame:
-    """Every ``*.csv`` of `published_dir`, one row per published number."""
-    frames = []
-    for path in sorted(published_dir(results_dir).glob("*.csv")):
-        frame = pd.read_csv(
-            path,
-            dtype={"std": float, "value": float},
-            keep_default_na=False,
-            na_values={"std": [""], "value": [""]},
-        )
-        missing = set(PUBLISHED_COLUMNS) - set(frame.columns)
-        if missing:
-            raise ValueError(f"{path} lacks columns {sorted(missing)}")
-        frames.append(frame[PUBLISHED_COLUMNS])
-    if not frames:
-        return pd.DataFrame(columns=PUBLISHED_COLUMNS)
-    return pd.concat(frames, ignore_index=True)
-
-
-def published_value(pub: pd.DataFrame, row: str, metric: str):
-    """(value, std or None, unit) as printed for a row's metric, or None."""
-    hit = pub[(pub["row"] == row) & (pub["metric"] == metric)]
-    if hit.empty:
-        return None
-    entry = hit.iloc[0]
-    std = None if pd.isna(entry["std"]) else float(entry["std"])
-    return float(entry["value"]), std, entry["unit"]
-
-
-def unit_scale(unit: str) -> float:
-    """Times printed in seconds are compared in milliseconds."""
-    return 1000.0 if unit == "s" else 1.0

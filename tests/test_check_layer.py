@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from bench.__main__ import main
-from bench.experiments import check_layer as cli
 from models import checks
 from models.registry import randomize
 from models.slots import ENTRY_POINT_GROUP, resolve_factory

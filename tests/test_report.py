@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.records import PUBLISHED_COLUMNS, load_published, load_records
+from bench.published import PUBLISHED_COLUMNS, load_published
+from bench.records import load_records
 from bench.report.tables import report
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,7 +42,8 @@ from bench.experiments.check_layer import format_table
 from bench.experiments.layer_bench import append_layer_records
 from bench.experiments.row import fit_command
 from bench.experiments.run_tables import row_config, run_rows
-from bench.records import load_published, load_records, write_atomic
+from bench.published import load_published
+from bench.records import load_records, write_atomic
 from bench.report.plots import compare_layers_plot
 from bench.report.tables import report
 from models.checks import LayerContractError, check_layer

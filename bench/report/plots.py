@@ -13,13 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.records import (  # noqa: E402
-    measured_value,
-    pick_record,
-    published_value,
-    unit_scale,
-    write_atomic,
-)
+from bench.published import published_value, unit_scale  # noqa: E402
+from bench.records import measured_value, pick_record, write_atomic  # noqa: E402
 
 PNG_METADATA = {"Software": None}  # byte-identical output for the same records
 # The per-table plots, named <table>_<kind>.png; the report removes those it no longer writes.

@@ -24,16 +24,8 @@ import pandas as pd
 
 from bench.catalog import row_configs, table_meta
 from bench.config import CONFIG_DIR, read_yaml
-from bench.records import (
-    METRICS,
-    load_published,
-    load_records,
-    measured_value,
-    pick_record,
-    published_value,
-    unit_scale,
-    write_atomic,
-)
+from bench.published import load_published, published_value, unit_scale
+from bench.records import METRICS, load_records, measured_value, pick_record, write_atomic
 from bench.report import plots
 from bench.report.conditions import condition_label, preprocessing_notes
 
