@@ -188,3 +188,11 @@ def test_compare_without_baselines_shows_the_suites_records(tmp_path, capsys, fl
     assert "results/runs/inverse_flow_t4.jsonl:" in table and "(user row)" not in table
     assert not (tmp_path / "r/runs/inverse_flow_t4.jsonl").exists()
     assert (tmp_path / "r/runs/layers.jsonl").is_file()
+
+
+def test_compare_refuses_the_name_of_a_row_of_the_table(tmp_path, capsys):
+    code, _, err = compare(
+        tmp_path, capsys, EXAMPLE, "inverse_flow_t4", extra=["--name", "SNF Conv."]
+    )
+    assert code == 2 and "'SNF Conv.' is a row of inverse_flow_t4 already" in err
+    assert not (tmp_path / "r" / "runs").exists()

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 import yaml
 
-from bench.catalog import configured_tables, row_configs, table_meta
+from bench.catalog import configured_tables, row_configs, row_label, table_meta
 from bench.config import CONFIG_DIR, ConfigError, load_config, read_yaml
 from bench.evaluators.timing import LAYER_PASSES, layer_timings
 from bench.experiments.check_layer import format_table
@@ -85,6 +85,14 @@ def reference(table: str):
             f"_table.yaml); tables with one: {', '.join(having)}"
         )
     return meta.compare
+
+
+def check_name(table: str, name: str) -> None:
+    """A compared layer's row must not take the name of one of the table's rows."""
+    if name in {row_label(path) for path in row_configs(table)}:
+        raise ConfigError(
+            f"--name {name!r} is a row of {table} already; give the compared layer another name"
+        )
 
 
 def write_row(table: str, spec: str, name: str, results_dir: Path) -> Path:
@@ -253,9 +261,10 @@ def run_compare(args: argparse.Namespace) -> int:
     """The ``compare`` command: 0 when every table was compared, 1 when the layer is not exact
     (nothing trained or recorded)."""
     spec = absolute_spec(args.layer)
-    for table in args.tables:
-        reference(table)  # every table has a slot, before anything runs
     name = layer_name(args.layer, args.name)
+    for table in args.tables:  # before anything runs: every table has a slot and a free name
+        reference(table)
+        check_name(table, name)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         if not _check(args.layer, first_slot_channels(args.tables[0])):  # as the user spelt it
