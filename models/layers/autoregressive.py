@@ -52,6 +52,16 @@ class MaskedRowConvFlow(Bijection):
     For output row i, (shift, s) = NN(rows i - k_h .. i - 1) with a k_h x k_w conv over the rows
     strictly above, ELU, a 1x1 hidden layer, ELU and a zero-initialised 1x1 output; scale =
     sigmoid(s + 2); z = (x + shift) * scale. x [B,C,H,W]; logdet = sum log scale.
+
+    Args:
+        channels: C.
+        direction: ``down``, ``up``, ``right`` or ``left``: the order of the autoregression.
+        hidden: channels of the conditioning network.
+        kernel: (k_h, k_w) of its masked conv.
+
+    References:
+        Ma, Kong, Zhang & Hovy, "MaCow: Masked Convolutional Generative Flow", NeurIPS 2019
+            (arXiv:1902.04208).
     """
 
     def __init__(
@@ -129,6 +139,19 @@ class MintNetLayer(Bijection):
     x [B,C,H,W]; logdet = sum log(diagonal). Inverse: damped fixed-point iteration
     x <- x - damping * (F(x) - y) / diagonal(x), stopped when max |F(x) - y| < tol; a run that
     does not converge warns (or raises with ``strict``) and says so in ``last_inverse``.
+
+    Args:
+        channels: C.
+        multiplier: hidden units per channel group.
+        kernel_size: k of the masked convs.
+        max_iter: fixed-point iterations of the inverse.
+        tol: their stopping tolerance.
+        damping: step size of the damped iteration.
+        strict: raise instead of warning when the inverse does not reach ``tol``.
+
+    References:
+        Song, Meng & Ermon, "MintNet: Building Invertible Neural Networks with Masked Convolutions",
+            NeurIPS 2019 (arXiv:1907.07945).
     """
 
     def __init__(

@@ -17,7 +17,17 @@ from models.core import Bijection
 
 
 class ButterflyLayer(Bijection):
-    """One butterfly level over [B, C, H, W] with D = C H W divisible by 2^(level+1)."""
+    """One butterfly level over [B, C, H, W] with D = C H W divisible by 2^(level+1).
+
+    Args:
+        shape: (C, H, W) of the input; D = C H W.
+        level: i, the butterfly level (pairs at distance D / 2^(i+1) within blocks of D / 2^i).
+        eps: a pair with |ad - bc| below it raises ``ValueError``.
+
+    References:
+        Meng, Zhou, Choi, Dao & Ermon, "ButterflyFlow: Building Invertible Layers with Butterfly
+            Matrices", ICML 2022 (arXiv:2209.13774).
+    """
 
     def __init__(self, shape: tuple[int, int, int], level: int = 0, eps: float = 1e-6):
         super().__init__()

@@ -22,7 +22,18 @@ from models.layers.fourier import EPS, clamp_magnitude, rfft_multiplicity
 
 class CirculantDiagonal(Bijection):
     """CDFlow layer. x [B,C,H,W] -> z = W x per pixel, W = D_1 C_1 ... C_{m-1} D_m;
-    logdet = H W (sum log|d| + sum log|c_hat|)."""
+    logdet = H W (sum log|d| + sum log|c_hat|).
+
+    Args:
+        channels: C; W is C x C.
+        m: the diagonal factors (m - 1 circulants between them; 2 in the tables).
+        spectral_norm: normalise each circulant by its spectral norm.
+        eps: floor on |c_hat| (raised to eps, phase kept, in both directions).
+
+    References:
+        Feng & Liao, "CDFlow: Building Invertible Layers with Circulant and Diagonal Matrices",
+            NeurIPS 2025 (arXiv:2510.25323).
+    """
 
     def __init__(self, channels: int, m: int = 2, spectral_norm: bool = True, eps: float = EPS):
         super().__init__()

@@ -34,6 +34,17 @@ class ConvExponential(Bijection):
     the input's size, one step per training call), so the series converges; ``terms_train`` terms
     in training, ``terms_eval`` in evaluation (the truncation error is below
     max_norm^(n+1)/(n+1)! ||x||: 2.6e-12 for 0.9 and 13 terms). Inverse: exp(-M).
+
+    Args:
+        channels: C.
+        kernel_size: k (odd) of M.
+        max_norm: bound on the spectral norm of M.
+        terms_train: series terms in training.
+        terms_eval: series terms in evaluation.
+
+    References:
+        Hoogeboom, Garcia Satorras, Tomczak & Welling, "The Convolution Exponential and Generalized
+            Sylvester Flows", NeurIPS 2020 (arXiv:2006.01910).
     """
 
     def __init__(

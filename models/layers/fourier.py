@@ -72,7 +72,18 @@ class CircularConv2d(Bijection):
     """CONF circular convolution, one kernel per channel (depthwise), k x k or separable
     (outer product of two 1-D filters). x [B,C,H,W] -> z = irfft2(w_F * rfft2(x));
     logdet = sum over all H W frequencies and channels of log|w_F|. Inverse: division.
-    Kernels start at the identity (a centred delta)."""
+    Kernels start at the identity (a centred delta).
+
+    Args:
+        channels: C (one kernel per channel).
+        kernel_size: k of the k x k (or separable) kernel.
+        separable: outer product of two 1-D filters instead of a full k x k kernel.
+        eps: floor on |w_F| that keeps the division defined.
+
+    References:
+        Karami, Sohl-Dickstein, Schuurmans, Dinh & Duckworth, "Invertible Convolutional Flow",
+            NeurIPS 2019 (shared/papers/conf_invertible_convolutional_flow_poster.md).
+    """
 
     def __init__(
         self, channels: int, kernel_size: int = 3, separable: bool = False, eps: float = EPS
@@ -172,7 +183,17 @@ class SymmetricConv2d(Bijection):
     """CONF symmetric convolution, depthwise: half-sample even extension of each channel,
     convolved with an even-symmetric (2r+1) x (2r+1) kernel; diagonal in the DCT-II.
     x [B,C,H,W] -> z = idct2(lambda * dct2(x)); logdet = sum log|lambda| over channels and
-    frequencies; inverse by division. |lambda| is clamped below at ``eps``."""
+    frequencies; inverse by division. |lambda| is clamped below at ``eps``.
+
+    Args:
+        channels: C (one kernel per channel).
+        radius: r of the (2r+1) x (2r+1) even-symmetric kernel.
+        eps: floor on |lambda|.
+
+    References:
+        Karami, Sohl-Dickstein, Schuurmans, Dinh & Duckworth, "Invertible Convolutional Flow",
+            NeurIPS 2019 (shared/papers/conf_invertible_convolutional_flow_poster.md).
+    """
 
     def __init__(self, channels: int, radius: int = 1, eps: float = EPS):
         super().__init__()
@@ -197,7 +218,16 @@ class SymmetricConv2d(Bijection):
 
 class SLogGate(Bijection):
     """CONF's S-Log gate, per channel a > 0: f(x) = sign(x) log(1 + a|x|) / a.
-    x [B,C,H,W]; logdet = -sum log(1 + a|x|); inverse sign(y) (exp(a|y|) - 1) / a."""
+    x [B,C,H,W]; logdet = -sum log(1 + a|x|); inverse sign(y) (exp(a|y|) - 1) / a.
+
+    Args:
+        channels: C (one a > 0 per channel).
+        init: the initial a.
+
+    References:
+        Karami, Sohl-Dickstein, Schuurmans, Dinh & Duckworth, "Invertible Convolutional Flow",
+            NeurIPS 2019 (shared/papers/conf_invertible_convolutional_flow_poster.md).
+    """
 
     def __init__(self, channels: int, init: float = 0.1):
         super().__init__()
@@ -221,7 +251,20 @@ class CONFCoupling(Bijection):
     kernel w(x1) (k x k taps per example and channel, ``conv='circular'`` via the FFT or
     ``'symmetric'`` via the DCT) and positive scales s(x1), predicted by a small conv net.
     Taps start at a delta and scales at 1. x [B,C,H,W]; logdet per example = sum over sub-flows
-    of (sum log|w_F(x1)| + sum log s(x1) + the gates' logdets)."""
+    of (sum log|w_F(x1)| + sum log s(x1) + the gates' logdets).
+
+    Args:
+        channels: C, split into (x1, x2).
+        width: hidden channels of the networks of x1 (kernel, scale, shift).
+        kernel_size: k of the data-adaptive kernel.
+        conv: ``circular`` (FFT) or ``symmetric`` (DCT).
+        subflows: m, the sub-flows applied to x2.
+        eps: floor on the kernel's spectrum.
+
+    References:
+        Karami, Sohl-Dickstein, Schuurmans, Dinh & Duckworth, "Invertible Convolutional Flow",
+            NeurIPS 2019 (shared/papers/conf_invertible_convolutional_flow_poster.md).
+    """
 
     def __init__(
         self,
@@ -345,7 +388,16 @@ class PeriodicConv2d(Bijection):
     circular padding. Block diagonal in the Fourier basis: one C x C complex block per
     frequency. x [B,C,H,W]; logdet = sum over all H W frequencies of log|det W_f| (rfft2 columns
     counted with `rfft_weights`); inverse by batched `torch.linalg.solve`. A singular block
-    raises ``ValueError``."""
+    raises ``ValueError``.
+
+    Args:
+        channels: C (C x C kernel).
+        kernel_size: k.
+
+    References:
+        Finzi, Izmailov, Maddox, Kirichenko & Wilson, "Invertible Convolutional Networks", ICML 2019
+            INNF workshop (shared/papers/iconvnet_invertible_convolutional_networks_poster.md).
+    """
 
     def __init__(self, channels: int, kernel_size: int = 3):
         super().__init__()
@@ -383,7 +435,15 @@ class PeriodicConv2d(Bijection):
 class SneakyReLU(Bijection):
     """i-ConvNet's SneakyReLU y = (x + a (sqrt(1 + x^2) - 1)) / (1 + a), a = (1 - s)/(1 + s),
     s the slope at -infinity (0.1). x [B, ...]; logdet = sum log((1 + a x / sqrt(1 + x^2)) /
-    (1 + a)); closed-form inverse x = (u - a sqrt(u^2 + 1 - a^2)) / (1 - a^2), u = (1+a) y + a."""
+    (1 + a)); closed-form inverse x = (u - a sqrt(u^2 + 1 - a^2)) / (1 - a^2), u = (1+a) y + a.
+
+    Args:
+        slope: s, the slope at -infinity (0.1 in the i-ConvNet code).
+
+    References:
+        Finzi, Izmailov, Maddox, Kirichenko & Wilson, "Invertible Convolutional Networks", ICML 2019
+            INNF workshop (shared/papers/iconvnet_invertible_convolutional_networks_poster.md).
+    """
 
     def __init__(self, slope: float = 0.1):
         super().__init__()
@@ -407,7 +467,12 @@ class SneakyReLU(Bijection):
 class CheckerboardDownsample(Bijection):
     """Invertible 2x2 downsampling that groups the checkerboard colours: x [B,C,H,W] ->
     z [B,4C,H/2,W/2] with channels [(0,0), (1,1)] (one colour) then [(0,1), (1,0)] (the other)
-    of every block, each group channel-major; logdet = 0."""
+    of every block, each group channel-major; logdet = 0.
+
+    References:
+        Finzi, Izmailov, Maddox, Kirichenko & Wilson, "Invertible Convolutional Networks", ICML 2019
+            INNF workshop (shared/papers/iconvnet_invertible_convolutional_networks_poster.md).
+    """
 
     order = ((0, 0), (1, 1), (0, 1), (1, 0))
 
@@ -430,7 +495,12 @@ class CheckerboardDownsample(Bijection):
 class HaarDownsample(Bijection):
     """Invertible average pooling (i-ConvNet's iAvgPool2d): the orthonormal 2x2 Haar transform.
     x [B,C,H,W] -> z [B,4C,H/2,W/2]: first C channels 2 x the block average, then the three
-    detail bands; orthonormal, so logdet = 0 and the inverse is the transpose."""
+    detail bands; orthonormal, so logdet = 0 and the inverse is the transpose.
+
+    References:
+        Finzi, Izmailov, Maddox, Kirichenko & Wilson, "Invertible Convolutional Networks", ICML 2019
+            INNF workshop (shared/papers/iconvnet_invertible_convolutional_networks_poster.md).
+    """
 
     def __init__(self):
         super().__init__()

@@ -20,6 +20,14 @@ class ActNorm(Bijection):
     Data-dependent initialisation on the first training batch: bias = -mean, scale = 1/std per
     channel, so the output of that batch has zero mean and unit variance (an empty batch does
     not count). Whether that happened is the ``initialized`` buffer, persisted in the state dict.
+
+    Args:
+        channels: C, the number of channels.
+        eps: added to the std in the data-dependent initialisation.
+
+    References:
+        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018
+            (arXiv:1807.03039).
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -55,6 +63,13 @@ class InvConv1x1(Bijection):
     """Glow's invertible 1x1 conv z = W x over channels. x [B,C,H,W]; logdet = H W log|det W|.
 
     W starts as a random rotation. A singular W raises ``ValueError`` on use (no silent NaN).
+
+    Args:
+        channels: C; W is [C, C].
+
+    References:
+        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018
+            (arXiv:1807.03039).
     """
 
     def __init__(self, channels: int):
@@ -81,6 +96,13 @@ class InvConv1x1LU(Bijection):
     """LU-parameterised 1x1 conv: W = P L (U + diag(sign * exp(log_s))), P fixed.
 
     x [B,C,H,W] -> z = W x; logdet = H W sum log_s. Initialised from a random rotation (Glow).
+
+    Args:
+        channels: C; P, L, U and log_s are [C, C] and [C].
+
+    References:
+        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018
+            (arXiv:1807.03039).
     """
 
     def __init__(self, channels: int):
@@ -117,7 +139,12 @@ class InvConv1x1LU(Bijection):
 
 
 class ChannelFlip(Bijection):
-    """Reverse the channel order (RealNVP's permutation). x [B,C,H,W]; logdet = 0."""
+    """Reverse the channel order (RealNVP's permutation). x [B,C,H,W]; logdet = 0.
+
+    References:
+        Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017
+            (arXiv:1605.08803).
+    """
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x.flip(1), zero_logdet(x)
@@ -147,6 +174,15 @@ class AffineCoupling(Coupling):
     """Glow's affine coupling (`models.layers.coupling.Coupling` with `CouplingNet`):
     (shift, s) = NN(x1), scale = sigmoid(s + 2); z2 = (x2 + shift) * scale.
     x [B,C,H,W]; logdet = sum log scale. Kingma & Dhariwal 2018, Sec. 3.3.
+
+    Args:
+        channels: C; the first C - C//2 channels condition the rest (`models.core.split_channels`).
+        width: hidden channels of `CouplingNet`.
+        mid: channels of its middle layer (default ``width``, Glow; the Inverse-Flow code uses C).
+
+    References:
+        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018
+            (arXiv:1807.03039).
     """
 
     def __init__(self, channels: int, width: int = 512, mid: int | None = None):
@@ -168,7 +204,19 @@ class AffineCoupling(Coupling):
 
 class AdditiveCoupling(Coupling):
     """Additive coupling (NICE, Dinh et al. 2015; Glow): z2 = x2 + NN(x1). x [B,C,H,W];
-    logdet = 0."""
+    logdet = 0.
+
+    Args:
+        channels: C, split as in `AffineCoupling`.
+        width: hidden channels of `CouplingNet`.
+        mid: channels of its middle layer (default ``width``).
+
+    References:
+        Dinh, Krueger & Bengio, "NICE: Non-linear Independent Components Estimation", ICLR 2015
+            workshop (arXiv:1410.8516).
+        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018
+            (arXiv:1807.03039).
+    """
 
     def __init__(self, channels: int, width: int = 512, mid: int | None = None):
         keep, transformed = split_channels(channels)
@@ -227,6 +275,16 @@ class CheckerboardCoupling(Bijection):
     """RealNVP affine coupling with a checkerboard mask m (``parity`` picks which half is kept):
     (s, t) = NN(m x), z = m x + (1 - m)(x exp(tanh-scaled s) + t). x [B,C,H,W];
     logdet = sum (1 - m) s.
+
+    Args:
+        channels: C.
+        parity: 0 or 1: which colour of the checkerboard is kept.
+        width: hidden channels of the ResNet s/t network.
+        blocks: its residual blocks.
+
+    References:
+        Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017
+            (arXiv:1605.08803).
     """
 
     def __init__(self, channels: int, parity: int, width: int = 64, blocks: int = 8):
@@ -256,6 +314,16 @@ class CheckerboardCoupling(Bijection):
 class ChannelCoupling(Bijection):
     """RealNVP affine coupling with a channel mask: (s, t) = NN(x1), z2 = x2 exp(s) + t.
     x [B,C,H,W]; logdet = sum s. ``flip`` keeps the second half instead of the first.
+
+    Args:
+        channels: C.
+        flip: keep the second half of the channels instead of the first.
+        width: hidden channels of the ResNet s/t network.
+        blocks: its residual blocks.
+
+    References:
+        Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017
+            (arXiv:1605.08803).
     """
 
     def __init__(self, channels: int, flip: bool, width: int = 64, blocks: int = 8):

@@ -495,6 +495,17 @@ class InverseConv2d(_CausalKernel):
     T: top-left padded causal conv with ``W[c,c,-1,-1] = 1`` fixed and ``W[c,c+1:,-1,-1] = 0``.
     The density direction is the exact solve (selectable ``solver``), the sampling direction one
     conv2d.
+
+    Args:
+        channels: C.
+        kernel_size: k of the k x k convolution T (2 in the Inverse-Flow MNIST code, 3 for
+            CIFAR-10).
+        solver: the exact solve of T^-1: ``rows`` (default), ``wavefront``, ``power_series`` or
+            ``triton`` (`causal_solve`).
+
+    References:
+        Nagar, "Parallel Backpropagation for Inverse of a Convolution with Application to
+            Normalizing Flows" (shared/papers/inverse_flow_parallel_backprop_inverse_conv.md).
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, solver: str = "rows"):
@@ -509,7 +520,17 @@ class InverseConv2d(_CausalKernel):
 
 class FInCConv2d(_CausalKernel):
     """FInC Flow's conv: C/4 channel groups, each a causal conv from one of the four corners.
-    x [B,C,H,W] -> z = T x (density direction, one conv); logdet = 0; inverse by the solver."""
+    x [B,C,H,W] -> z = T x (density direction, one conv); logdet = 0; inverse by the solver.
+
+    Args:
+        channels: C (groups of C/4 channels, one per corner).
+        kernel_size: k.
+        solver: the exact solve used by ``inverse`` (as `InverseConv2d`).
+
+    References:
+        Kallappa, Nagar & Varma, "FInC Flow: Fast and Invertible k x k Convolutions for Normalizing
+            Flows", VISAPP 2023 (arXiv:2301.09266).
+    """
 
     def __init__(self, channels: int, kernel_size: int = 3, solver: str = "rows"):
         super().__init__(channels, kernel_size, (0, 1, 2, 3), False, solver)
@@ -524,7 +545,21 @@ class FInCConv2d(_CausalKernel):
 class CausalConv2d(_CausalKernel):
     """Causal k x k conv over all channels with a learnable diagonal (CInC Flow; the
     autoregressive convs of Emerging). x [B,C,H,W] -> z = T x; logdet = H W sum log_diag;
-    inverse by the solver (sequential ``wavefront`` by default, as in the originals)."""
+    inverse by the solver (sequential ``wavefront`` by default, as in the originals).
+
+    Args:
+        channels: C.
+        kernel_size: k.
+        orientation: the corner the causal kernel acts from: 0 top-left, 1 top-right, 2
+            bottom-left, 3 bottom-right (`orient`).
+        solver: the exact solve used by ``inverse`` (default ``wavefront``).
+
+    References:
+        Nagar, Dufraisse & Varma, "CInC Flow: Characterizable Invertible 3x3 Convolution"
+            (arXiv:2107.01358).
+        Hoogeboom, van den Berg & Welling, "Emerging Convolutions for Generative Normalizing Flows",
+            ICML 2019 (arXiv:1901.11137).
+    """
 
     def __init__(
         self,

@@ -86,6 +86,18 @@ class MADE(Bijection):
     the first layer's pre-activations, and finishes the hidden units of degree k, layer by layer
     (their inputs all have degree <= k). Every weight is used once: the arithmetic of one forward
     pass, in D small steps.
+
+    Args:
+        shape: (C, H, W); D = C H W inputs in raster order.
+        hidden: widths of the masked hidden layers.
+        reverse: use the reversed input order (MAF alternates orders).
+        seed: seed of the hidden units' degrees.
+
+    References:
+        Germain, Gregor, Murray & Larochelle, "MADE: Masked Autoencoder for Distribution
+            Estimation", ICML 2015 (arXiv:1502.03509).
+        Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density Estimation",
+            NeurIPS 2017 (arXiv:1705.07057).
     """
 
     def __init__(
@@ -186,6 +198,16 @@ class ElementwiseActNorm(Bijection):
 
     Data-dependent initialisation on the first training batch: bias = -mean, scale = 1/std per
     element, recorded in the ``initialized`` buffer.
+
+    Args:
+        shape: (C, H, W): one bias and scale per element.
+        eps: added to the std in the data-dependent initialisation.
+
+    References:
+        Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density Estimation",
+            NeurIPS 2017 (arXiv:1705.07057).
+        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018
+            (arXiv:1807.03039).
     """
 
     def __init__(self, shape: tuple[int, int, int], eps: float = 1e-6):

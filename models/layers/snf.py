@@ -63,6 +63,16 @@ class ExactConv2d(Bijection):
 
     ``init``: ``"authors"`` (SNF code base, default) or ``"ours"``; see the module docstring.
     A singular J raises ``ValueError``; D above ``max_dims`` raises before any work.
+
+    Args:
+        channels: C.
+        kernel_size: k (odd).
+        max_dims: largest D = C H W for which the dense J is built.
+        init: ``authors`` or ``ours`` (module docstring).
+
+    References:
+        Keller, Peters, Jaini, Hoogeboom, Forre & Welling, "Self Normalizing Flows", ICML 2021
+            (arXiv:2011.07248).
     """
 
     def __init__(
@@ -185,6 +195,19 @@ class SelfNormConv2d(ExactConv2d):
     ``||x - R(W x)||^2`` per example [B], times ``recon_weight`` (1 in SNF's CNN flows, 100 in its
     Glow), is the layer's `auxiliary_loss`; its gradients on W and R are the same under both
     rules. Sampling (inverse) uses the exact dense solve, as in the SNF experiments.
+
+    Args:
+        channels: C.
+        kernel_size: k (odd).
+        max_dims: largest D for the exact logdet in evaluation.
+        recon_weight: weight of the reconstruction loss |R(W x) - x|^2 reported through
+            ``auxiliary_loss``.
+        gradient_rule: ``authors`` (the released code's update, default) or ``paper``.
+        init: ``authors`` or ``ours``.
+
+    References:
+        Keller, Peters, Jaini, Hoogeboom, Forre & Welling, "Self Normalizing Flows", ICML 2021
+            (arXiv:2011.07248).
     """
 
     def __init__(

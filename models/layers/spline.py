@@ -37,6 +37,21 @@ class SplineActivation(Bijection):
       the identity.
     - ``"ours"`` (this code base's earlier choice): raw widths and heights 0 and derivatives c,
       exactly the identity map.
+
+    Args:
+        shape: the per-example shape; one spline per element.
+        bins: K, the bins of each spline.
+        tail_bound: B: identity outside [-B, B].
+        min_bin_width: lower bound of each bin's width.
+        min_bin_height: lower bound of each bin's height.
+        min_derivative: lower bound of each knot derivative.
+        init: ``authors`` (the SNF code base's) or ``ours`` (exact identity).
+
+    References:
+        Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows", NeurIPS 2019
+            (arXiv:1906.04032).
+        Keller, Peters, Jaini, Hoogeboom, Forre & Welling, "Self Normalizing Flows", ICML 2021
+            (arXiv:2011.07248).
     """
 
     def __init__(

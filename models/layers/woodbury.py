@@ -31,7 +31,17 @@ def _capacitance(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
 
 class Woodbury(Bijection):
     """Channel then spatial Woodbury transformation of rank d (16 in the paper; at most the
-    dimension). x [B,C,H,W] on a fixed (C, H, W); logdet as in the module docstring."""
+    dimension). x [B,C,H,W] on a fixed (C, H, W); logdet as in the module docstring.
+
+    Args:
+        shape: (C, H, W) of the input.
+        rank: d of the channel and spatial low-rank updates (16 in the paper; at most the
+            dimension).
+
+    References:
+        Lu & Huang, "Woodbury Transformations for Deep Generative Flows", NeurIPS 2020
+            (arXiv:2002.02145).
+    """
 
     def __init__(self, shape: tuple[int, int, int], rank: int = 16):
         super().__init__()
