@@ -9,7 +9,7 @@ FORCE ?= 0
 ROWS ?=
 
 .PHONY: help setup test test-slow lint bench-layers clean demo tables table-mnist table-cifar10 \
-	table-imagenet table-classification
+	table-imagenet table-galaxy table-classification
 
 DATASET_FLAG = $(if $(filter-out mnist,$(DATASET)),--dataset $(DATASET),)
 DATA_FLAG = $(if $(DATA_DIR),--data_dir $(DATA_DIR),)
@@ -59,6 +59,9 @@ table-cifar10: setup ## Inverse-Flow Tables 5, 6, CDFlow CIFAR-10, i-ConvNet BPD
 
 table-imagenet: setup ## CDFlow ImageNet32 and DFM compression on photo crops
 	$(RUN_TABLES) --tables imagenet
+
+table-galaxy: setup ## CDFlow Table 2's Galaxy column (needs galaxy.pkl in DATA_DIR, see README)
+	$(RUN_TABLES) --tables galaxy
 
 table-classification: setup ## i-ConvNet Table 1 and the inverse-conv MNIST classifier
 	$(RUN_TABLES) --tables classification

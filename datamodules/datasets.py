@@ -1,4 +1,4 @@
-"""The data sets: MNIST, Fashion-MNIST, CIFAR-10, downsampled ImageNet 32/64, photo crops.
+"""The data sets: MNIST, Fashion-MNIST, CIFAR-10, downsampled ImageNet 32/64, Galaxy, photo crops.
 
 Local files are used when present (nothing is downloaded); otherwise torchvision's real download
 runs when ``download=True``. A missing or corrupt file raises `DataFileError` naming the file and
@@ -293,6 +293,75 @@ class ImageNet64DataModule(DownsampledImageNetDataModule):
     size = 64
 
 
+class GalaxyDataModule(ImageDataModule):
+    """Galaxy images of the flow papers' Galaxy column (Emerging, Woodbury, ButterflyFlow,
+    CDFlow): the "noninteracting" images of the galaxy_mergers set, 3x32x32.
+
+    Reads, in this order, ``DIR/galaxy.pkl`` (the file the Emerging code's
+    ``data_loaders/prepare_galaxy_data.py`` writes: a pickled tuple (train, validation, test) of
+    uint8 arrays [N, 64, 64, 3], which ButterflyFlow's loader reads too) or the JPEG folders
+    ``DIR/galaxy_mergers/noninteracting/{training,test}/*.jpeg`` (resized to 64x64 as that
+    script does). Images are averaged over 2x2 blocks to 32x32, as the Emerging code's
+    ``--image_size 32``. The pickle's validation split is not used: validation images come from
+    the training split (``val_size``), as for every data set here. There is no download: the
+    papers name no public archive (a clear error says what to provide)."""
+
+    name = "galaxy"
+    shape = (3, 32, 32)
+    pickle_name = "galaxy.pkl"
+    folder = Path("galaxy_mergers") / "noninteracting"
+
+    def _from_pickle(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        import pickle
+
+        try:
+            with open(path, "rb") as handle:
+                train, _, test = pickle.load(handle)
+        except (OSError, pickle.UnpicklingError, ValueError, TypeError, EOFError) as err:
+            message = f"{path} is not a galaxy.pkl (train, val, test) tuple: {err}"
+            raise DataFileError(message) from err
+        return np.asarray(train), np.asarray(test)
+
+    def _from_folder(self, root: Path) -> tuple[np.ndarray, np.ndarray]:
+        from PIL import Image
+
+        def read(split: str) -> np.ndarray:
+            files = sorted((root / split).glob("*.jpeg"))
+            if not files:
+                raise DataFileError(f"no *.jpeg files in {root / split}")
+            images = [Image.open(f).convert("RGB").resize((64, 64), Image.BILINEAR) for f in files]
+            return np.stack([np.asarray(image) for image in images])
+
+        return read("training"), read("test")
+
+    @staticmethod
+    def _to_32(images: np.ndarray, where: Path) -> Tensor:
+        """uint8 [N, 64, 64, 3] -> uint8 [N, 3, 32, 32] by 2x2 means (rounded)."""
+        if images.ndim != 4 or images.shape[1:] != (64, 64, 3):
+            raise DataFileError(f"{where}: expected images [N, 64, 64, 3], got {images.shape}")
+        x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
+        return torch.nn.functional.avg_pool2d(x, 2).round().clamp(0, 255).to(torch.uint8)
+
+    def load(self):
+        pickled, root = self.data_dir / self.pickle_name, self.data_dir / self.folder
+        if pickled.is_file():
+            (train, test), where = self._from_pickle(pickled), pickled
+            md5 = hashlib.md5(pickled.read_bytes()).hexdigest()
+            self.source = {"files": str(pickled), "md5": md5}
+        elif root.is_dir():
+            (train, test), where = self._from_folder(root), root
+            self.source = {"files": str(root)}
+        else:
+            raise DataFileError(
+                f"Galaxy images not found in {self.data_dir}: expected {pickled} (written by the "
+                f"Emerging code's data_loaders/prepare_galaxy_data.py) or the JPEG folders "
+                f"{root}/training and {root}/test of the galaxy_mergers set; pass --data_dir"
+            )
+        train_x, test_x = self._to_32(train, where), self._to_32(test, where)
+        unlabelled = [torch.zeros(len(x), dtype=torch.long) for x in (train_x, test_x)]
+        return (train_x, unlabelled[0]), (test_x, unlabelled[1])
+
+
 class CropsDataModule(ImageDataModule):
     """Crops of any folder of photographs (jpg/png): ``crops_per_image`` random crops (seeded)
     of ``crop_size`` pixels, or one centre crop each with ``random_crops=False``. Test crops use
@@ -367,6 +436,7 @@ DATAMODULES = {
         CIFAR10DataModule,
         ImageNet32DataModule,
         ImageNet64DataModule,
+        GalaxyDataModule,
         CropsDataModule,
         SyntheticDataModule,
     )

@@ -113,6 +113,9 @@ MODELS.update(
         "glow_imagenet32": partial(glow, input_shape=IMAGENET32_SHAPE, levels=3, steps=32),
         "woodbury_cifar10": partial(woodbury_glow, input_shape=CIFAR_SHAPE),
         "butterflyflow_cifar10": partial(butterflyflow, input_shape=CIFAR_SHAPE),
+        # ImageNet32 is 3x32x32 as CIFAR-10: CDFlow lists the same counts for both columns.
+        "woodbury_imagenet32": partial(woodbury_glow, input_shape=IMAGENET32_SHAPE),
+        "butterflyflow_imagenet32": partial(butterflyflow, input_shape=IMAGENET32_SHAPE),
         # i-ConvNet: the fully convolutional flow (13 periodic convs, 1.4M on CIFAR-10).
         "iconvnet_cifar10": partial(iconvnet, input_shape=CIFAR_SHAPE, blocks=4),
         "iconvnet_mnist": partial(iconvnet, input_shape=MNIST_SHAPE, blocks=3),
@@ -164,6 +167,12 @@ MODELS.update(
             realnvp, input_shape=IMAGENET32_SHAPE, levels=3, width=140, blocks=8
         ),
         "realnvp_galaxy": partial(realnvp, input_shape=GALAXY_SHAPE, levels=2, width=64, blocks=8),
+        # The Galaxy column's Glow-step baselines at CDFlow's Galaxy size (L=2, K=8, width 512).
+        "glow_galaxy": partial(glow, input_shape=GALAXY_SHAPE, levels=2, steps=8),
+        "woodbury_galaxy": partial(woodbury_glow, input_shape=GALAXY_SHAPE, levels=2, steps=8),
+        "butterflyflow_galaxy": partial(
+            butterflyflow, input_shape=GALAXY_SHAPE, levels=2, steps=8
+        ),
     }
 )
 

@@ -129,6 +129,35 @@ def test_imagenet_missing_says_what_to_provide(tmp_path):
         make_datamodule("imagenet32", data_dir=tmp_path).setup()
 
 
+def test_galaxy_pickle_of_the_emerging_code(tmp_path):
+    """galaxy.pkl as prepare_galaxy_data.py writes it: (train, val, test) uint8 [N, 64, 64, 3];
+    images become 3x32x32 2x2 means; the record's provenance names the file and its MD5."""
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
+    test = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    with open(tmp_path / "galaxy.pkl", "wb") as handle:
+        pickle.dump((train, train[:3], test), handle)
+    dm = make_datamodule("galaxy", data_dir=tmp_path, batch_size=4, val_size=4)
+    check_splits(dm, (3, 32, 32), 16, 4, 6)
+    expected = torch.from_numpy(test[0].astype(np.float32)).permute(2, 0, 1)
+    expected = expected.reshape(3, 32, 2, 32, 2).mean((2, 4)).round()
+    assert torch.equal(dm.dataset("test")[0][0].float(), expected)
+    assert dm.provenance["md5"] and dm.provenance["files"].endswith("galaxy.pkl")
+
+
+def test_galaxy_jpeg_folders_and_missing_files(tmp_path):
+    with pytest.raises(DataFileError, match="galaxy.pkl.*pass --data_dir"):
+        make_datamodule("galaxy", data_dir=tmp_path).setup()
+    root = tmp_path / "galaxy_mergers" / "noninteracting"
+    for split, n in (("training", 10), ("test", 3)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            image = np.full((100, 90, 3), 10 * i, dtype=np.uint8)
+            Image.fromarray(image).save(root / split / f"{i}.jpeg")
+    dm = make_datamodule("galaxy", data_dir=tmp_path, batch_size=2, val_size=2)
+    check_splits(dm, (3, 32, 32), 8, 2, 3)
+
+
 def test_crops_of_a_photo_folder(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(2):

@@ -41,6 +41,12 @@ PUBLISHED_PARAMS_TOLERANCE = {
     "emerging_galaxy": (6.68, 0.10),
     "realnvp_imagenet32": (46.2, 0.10),
     "realnvp_galaxy": (6.38, 0.10),
+    # The Glow-step baselines at ImageNet32 (same image size as CIFAR-10) and Galaxy (L=2, K=8).
+    "woodbury_imagenet32": (45.3, 0.05),
+    "butterflyflow_imagenet32": (44.4, 0.05),
+    "glow_galaxy": (6.25, 0.10),
+    "woodbury_galaxy": (6.68, 0.10),
+    "butterflyflow_galaxy": (6.39, 0.10),
 }
 # Reproduced from the released SNF configuration, the SNF 9-layer flow has the same parameters
 # as the exact one (W, R and a bias per conv, 0.103M); Table 4's 0.364M cannot be reached without
