@@ -47,6 +47,16 @@ PUBLISHED_PARAMS_TOLERANCE = {
     "glow_galaxy": (6.25, 0.10),
     "woodbury_galaxy": (6.68, 0.10),
     "butterflyflow_galaxy": (6.39, 0.10),
+    # The residual flows of CDFlow Table 2, within 10%.
+    "iresnet_cifar10": (25.0, 0.10),
+    "residual_flow_cifar10": (25.2, 0.10),
+    "idensenet_cifar10": (24.9, 0.10),
+    "iresnet_imagenet32": (29.7, 0.10),
+    "residual_flow_imagenet32": (47.1, 0.10),
+    "idensenet_imagenet32": (47.0, 0.10),
+    "iresnet_galaxy": (6.88, 0.10),
+    "residual_flow_galaxy": (5.58, 0.10),
+    "idensenet_galaxy": (6.07, 0.10),
 }
 # Reproduced from the released SNF configuration, the SNF 9-layer flow has the same parameters
 # as the exact one (W, R and a bias per conv, 0.103M); Table 4's 0.364M cannot be reached without
@@ -83,6 +93,7 @@ SMALL = {
     "mintnet": dict(steps=1, multiplier=1, tol=1e-9, max_iter=300),
     "made": dict(hidden=(4,)),
     "maf": dict(layers=2, hidden=(4,)),
+    "idensenet": dict(steps=1, growth=2, depth=1),
 }
 
 

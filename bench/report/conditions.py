@@ -35,10 +35,13 @@ def dataset_label(name: str | None) -> str:
 
 def condition_label(record: Record, metric: str, paper_dataset: str | None) -> str:
     """`` (F-MNIST, demo: 300 steps)`` where the record's conditions differ from the paper's
-    for a metric that depends on training; ``""`` otherwise."""
+    for a metric that depends on training, led by ``est.`` when the model's logdet is a
+    stochastic estimate (``logdet_estimated`` in the record's metrics); ``""`` otherwise."""
     if not METRICS[metric].trained:
         return ""
     parts = []
+    if record.get("metrics", {}).get("logdet_estimated"):
+        parts.append("est.")  # a stochastic logdet estimate (residual flows)
     if paper_dataset and record.get("dataset") != paper_dataset:
         parts.append(dataset_label(record.get("dataset")))
     profile = record.get("profile", "paper")

@@ -146,11 +146,19 @@ class FlowTask(Task):
         self.log("test/nll", nll)
 
     def record_metrics(self, results: dict[str, float], context: dict[str, Any]) -> dict:
-        return {
+        metrics = {
             "bpd": float(results["test/bpd"]),
             "nll": float(results["test/nll"]),
             "params_m": self.params_m(),
         }
+        if self.logdet_estimated:  # residual flows: the test BPD is a stochastic estimate
+            metrics["logdet_estimated"] = 1
+        return metrics
+
+    @property
+    def logdet_estimated(self) -> bool:
+        """Whether a layer of the model estimates its logdet (``logdet_estimated``)."""
+        return any(getattr(m, "logdet_estimated", False) for m in self.net.modules())
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking or not self.hparams.num_samples:
