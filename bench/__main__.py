@@ -77,8 +77,9 @@ def _dfm_compress(args: argparse.Namespace) -> int:
     from bench.experiments.dfm_compression import BUNDLED_PHOTOS, results_table, run_compression
     from bench.report.tables import report
 
-    names = ("crop", "widths", "depths", "steps")
-    overrides = {k: getattr(args, k) for k in names if getattr(args, k)}
+    overrides = {k: getattr(args, k) for k in ("crop", "steps", "seeds", "settings")}
+    if args.cells:
+        overrides["cells"] = [_cell(text) for text in args.cells]
     results = run_compression(
         args.profile, args.photos or BUNDLED_PHOTOS, args.results_dir, args.device, **overrides
     )
@@ -89,6 +90,15 @@ def _dfm_compress(args: argparse.Namespace) -> int:
         f"figure in {Path(args.results_dir) / 'tables'}"
     )
     return 0
+
+
+def _cell(text: str) -> tuple[int, int]:
+    """'8x6' -> (width 8, depth 6)."""
+    try:
+        width, depth = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--cells {text!r}: write WIDTHxDEPTH, e.g. 8x6") from None
+    return width, depth
 
 
 def _fid_weights(args: argparse.Namespace) -> int:
@@ -202,9 +212,17 @@ def _add_tools(sub) -> None:
         help="image files or scikit-image photo names (default: 4 bundled)",
     )
     compress.add_argument("--crop", type=int, default=None)
-    compress.add_argument("--widths", type=int, nargs="+", default=None)
-    compress.add_argument("--depths", type=int, nargs="+", default=None)
+    compress.add_argument(
+        "--cells", nargs="+", default=None, help="WIDTHxDEPTH networks, e.g. 6x7 8x6"
+    )
     compress.add_argument("--steps", type=int, default=None)
+    compress.add_argument("--seeds", type=int, default=None, help="trainings per cell")
+    compress.add_argument(
+        "--settings",
+        default=None,
+        choices=["ours", "thesis"],
+        help="thesis: pixel positions, init N(0, 2e-10), Adam 4e-4; ours (default): README",
+    )
     compress.add_argument("--device", default=None, help="default: cuda if any, else cpu")
     compress.add_argument("--results_dir", "--results-dir", default="results")
     compress.set_defaults(func=_dfm_compress)

@@ -63,9 +63,9 @@ METRICS: dict[str, Metric] = {
     "accuracy": Metric("Acc (%)", trained=True),
     "mse": Metric("MSE", trained=True),
     "compression_pct": Metric("Size (%)"),
-    "psnr": Metric("PSNR (dB)"),
+    "psnr": Metric("PSNR (dB)", "psnr_std"),
     "jpeg_psnr": Metric("JPEG PSNR (dB)"),
-    "ssim": Metric("SSIM"),
+    "ssim": Metric("SSIM", "ssim_std"),
     "jpeg_ssim": Metric("JPEG SSIM"),
 }
 PUBLISHED_COLUMNS = ["paper", "table", "row", "dataset", "metric", "value", "std", "unit", "note"]
@@ -93,6 +93,7 @@ class Record(TypedDict, total=False):
     status: str
     reason: str
     curve: dict[str, list[float]]
+    cells: dict[str, str]  # metric -> text a cell shows instead of a number (why there is none)
     _source: str
 
 
@@ -254,12 +255,13 @@ def load_records(results_dir: Path) -> Records:
 
 
 def pick_record(records: list[Record], metric: str, row: str | None = None) -> Record | None:
-    """The record a cell shows: among those holding ``metric`` (of ``row``), the highest
-    profile rank (paper, short, demo), then the newest."""
+    """The record a cell shows: among those holding ``metric`` (of ``row``) or a text for its
+    cell (``cells``), the highest profile rank (paper, short, demo), then the newest."""
     holding = [
         r
         for r in records
-        if isinstance(r["metrics"].get(metric), int | float) and (row is None or r["row"] == row)
+        if (isinstance(r["metrics"].get(metric), int | float) or metric in r.get("cells", {}))
+        and (row is None or r["row"] == row)
     ]
     if not holding:
         return None
@@ -270,12 +272,13 @@ def pick_record(records: list[Record], metric: str, row: str | None = None) -> R
 
 def measured_value(record: Record, metric: str) -> tuple[float, float | None, str]:
     """(value, spread, kind) a cell shows for ``metric``: the median and IQR where the record
-    has them (kind ``"median"``), else the value and its std (kind ``"mean"``)."""
+    has them (kind ``"median"``), else the value and its std (kind ``"mean"``); nan where the
+    record holds only a text for the cell (``cells``)."""
     values, robust = record["metrics"], METRICS[metric].robust
     if robust and isinstance(values.get(f"{robust}_median"), int | float):
         return values[f"{robust}_median"], values.get(f"{robust}_iqr"), "median"
     std = values.get(METRICS[metric].std or "")
-    return values[metric], std, "mean"
+    return values.get(metric, float("nan")), std, "mean"  # nan: the record's cell says why
 
 
 # The papers' numbers shipped with the suite: used by a results folder without its own copy

@@ -71,7 +71,11 @@ def build_table(
     """One table: rows in the paper's order then measured-only rows; paper/ours per metric."""
     pub = pub[pub["table"] == table]
     metrics = [m for m in METRICS if m in set(pub["metric"])]
-    metrics += [m for m in METRICS if m not in metrics and any(m in r["metrics"] for r in records)]
+    metrics += [
+        m
+        for m in METRICS
+        if m not in metrics and any(m in r["metrics"] or m in r.get("cells", {}) for r in records)
+    ]
     row_order = list(dict.fromkeys(pub["row"]))
     row_order += sorted({r["row"] for r in records} - set(row_order))
     references: list[str] = []
@@ -96,11 +100,15 @@ def build_table(
                 if key not in ref_index:
                     ref_index[key] = len(references) + 1
                     references.append(_reference(ref_index[key], record))
-                value, spread, kind = measured_value(record, metric)
-                medians |= kind == "median"
-                text = _fmt(value) + f" (IQR {_fmt(spread)})" if kind == "median" else None
-                condition = condition_label(record, metric, paper_dataset(pub, row))
-                cell = f"{text or _fmt(value, spread)}{condition} [{ref_index[key]}]"
+                said = record.get("cells", {}).get(metric)
+                if said is not None:  # no number, and the record says why
+                    cell = f"{said} [{ref_index[key]}]"
+                else:
+                    value, spread, kind = measured_value(record, metric)
+                    medians |= kind == "median"
+                    text = _fmt(value) + f" (IQR {_fmt(spread)})" if kind == "median" else None
+                    condition = condition_label(record, metric, paper_dataset(pub, row))
+                    cell = f"{text or _fmt(value, spread)}{condition} [{ref_index[key]}]"
             elif skipped:
                 cell = f"skipped ({skipped[-1].get('reason', 'no reason given')})"
             elif row not in configs:
@@ -108,7 +116,8 @@ def build_table(
             else:
                 cell = "not run"
             entry[f"{label} ours"] = cell
-            entry[f"_{metric}"] = measured_value(record, metric)[0] if record else None
+            numeric = record is not None and metric not in record.get("cells", {})
+            entry[f"_{metric}"] = measured_value(record, metric)[0] if numeric else None
         lines.append(entry)
     frame = pd.DataFrame(lines)
     if published_st:
