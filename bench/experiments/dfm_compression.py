@@ -56,7 +56,7 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 def to_unit(image: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float [1, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    return torch.tensor(image).permute(2, 0, 1)[None].float() / 255
 
 
 @dataclass
@@ -222,7 +222,7 @@ def fit_fourier_image(
     torch.manual_seed(seed)
     h, w = image.shape[:2]
     grid = pixel_grid(h, w, normalized=coords == "unit").to(device)
-    target = (torch.from_numpy(image).reshape(-1, 3).float() / 127.5 - 1).to(device)
+    target = (torch.tensor(image).reshape(-1, 3).float() / 127.5 - 1).to(device)
     model = FourierImage(width, depth, 3, frequency_scale, init_std).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in tqdm(
