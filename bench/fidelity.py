@@ -21,7 +21,9 @@ SOURCES = ("paper", "authors' code", "ours")
 KINDS = ("gradient rule", "init", "warm-up", "preprocessing", "recipe", "architecture", "data")
 REQUIRED_KINDS = ("init", "warm-up", "preprocessing", "recipe")  # every row has these
 # an authors'-code reference names a file: owner/repo[@commit] then a path with an extension
-CODE_FILE = re.compile(r"[\w.-]+/[\w.-]+(@[0-9a-f]{6,40})?\s+[\w./{},-]+\.(py|yaml|yml|json|sh|lua)")
+CODE_FILE = re.compile(
+    r"[\w.-]+/[\w.-]+(@[0-9a-f]{6,40})?\s+[\w./{},-]+\.(py|yaml|yml|json|sh|lua)"
+)
 
 
 def expand(pattern: str) -> list[str]:
@@ -50,3 +52,29 @@ def load_fidelity(path: Path = FIDELITY_CSV) -> list[dict[str, str]]:
 
 def entries_for(table: str, stem: str, entries: list[dict[str, str]]) -> list[dict[str, str]]:
     return [e for e in entries if matches(e["rows"], table, stem)]
+
+
+def row_configs_on_disk(config_dir: Path) -> list[tuple[str, str]]:
+    """(table, stem) of every row YAML under ``config_dir`` (not ``_table.yaml``, not recipes)."""
+    return sorted(
+        (p.parent.name, p.stem)
+        for p in Path(config_dir).glob("*/*.yaml")
+        if not p.name.startswith("_") and p.parent.name != "recipes"
+    )
+
+
+COVERAGE_KINDS = ("gradient rule", *REQUIRED_KINDS)
+
+
+def coverage(entries: list[dict[str, str]], rows: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """Per row YAML, the sources of its entries of each kind in `COVERAGE_KINDS` (several where
+    different aspects of a kind have different sources); ``-`` where it has none."""
+    table = []
+    for name, stem in rows:
+        mine = entries_for(name, stem, entries)
+        line = {"table": name, "row YAML": stem}
+        for kind in COVERAGE_KINDS:
+            sources = dict.fromkeys(e["source"] for e in mine if e["kind"] == kind)
+            line[kind] = ", ".join(sources) or "-"
+        table.append(line)
+    return table

@@ -16,14 +16,11 @@ from bench.fidelity import (
     expand,
     load_fidelity,
     matches,
+    row_configs_on_disk,
 )
 
 ENTRIES = load_fidelity()
-ROWS = sorted(
-    (p.parent.name, p.stem)
-    for p in CONFIG_DIR.glob("*/*.yaml")
-    if not p.name.startswith("_") and p.parent.name != "recipes"
-)
+ROWS = row_configs_on_disk(CONFIG_DIR)
 
 
 def test_patterns_expand_and_match():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.fidelity import row_configs_on_disk
 from bench.records import PUBLISHED_COLUMNS, load_published, load_records
 from bench.report.tables import report
 
@@ -186,7 +187,12 @@ def test_the_fidelity_table_is_rendered_and_kept(tmp_path):
     out = report(tmp_path, with_plots=False)
     markdown = (tmp_path / "tables" / "fidelity.md").read_text()
     assert "| gradient rule |" in markdown and "selfnorm.py" in markdown
-    rows = [line for line in markdown.splitlines() if line.startswith("|")]
-    separators = {len(re.findall(r"(?<!\\)\|", line)) for line in rows}
-    assert separators == {7}  # six columns on every line: a '|' inside a cell is escaped
+    entries, per_row = markdown.split("### Sources per row")
+    for part, columns in ((entries, 6), (per_row, 7)):
+        rows = [line for line in part.splitlines() if line.startswith("|")]
+        separators = {len(re.findall(r"(?<!\\)\|", line)) for line in rows}
+        assert separators == {columns + 1}  # a '|' inside a cell is escaped
+    # every row YAML has a line, with the source of each kind of decision
+    assert "| inverse_flow_t2 | finc_mnist_k4 | - | ours | authors' code |" in per_row
+    assert per_row.count("\n| ") == 1 + len(row_configs_on_disk(ROOT / "bench" / "configs"))
     assert tmp_path / "tables" / "fidelity.md" not in out["removed"]

@@ -22,8 +22,9 @@ def authors_lrs(lr, epochs, batches, warmup_epochs, make_scheduler) -> list[floa
     for epoch in range(1, epochs + 1):
         for batch in range(batches):
             if epoch <= warmup_epochs:
+                done = batch + 1 + (epoch - 1) * batches  # batches seen, this one included
                 for group in optimizer.param_groups:
-                    group["lr"] = lr * (batch + 1 + (epoch - 1) * batches) / (warmup_epochs * batches)
+                    group["lr"] = lr * done / (warmup_epochs * batches)
             seen.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
         scheduler.step()
