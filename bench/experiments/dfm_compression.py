@@ -1,13 +1,16 @@
 """Deep Fourier Machines experiments: image compression against JPEG (`python -m bench
 dfm-compress`).
 
-One Fourier Net per image learns pixel coordinates in [0, 1]^2 -> RGB on a crop (thesis:
-400x400, Adam 4e-4, batches of 2^14 pixels, MSE; the demo profile uses Adam 1e-2 on 64x64).
-Its size is params * 32 bits against the crop's H W 3 8 bits; a JPEG (Pillow) is searched for
-the quality whose file size is closest to the network's, and both are scored by PSNR and SSIM
-(torchmetrics). Results: one record per (photo, width, depth) in
-results/runs/dfm_compression.jsonl (the report renders them as results/tables/dfm_compression.*)
-and a figure of original / Fourier Net / JPEG side by side (dfm_compression_examples.png).
+One Fourier Net per image and (width, depth) cell learns pixel position -> RGB on a centre crop
+(MSE on random batches of 2^14 pixels, constant Adam); `SETTINGS` holds the thesis's own
+settings (``thesis``) and the ones we train with (``ours``), `COMPRESSION_PROFILES` the crops,
+cells and seeds (``paper``: 400x400 crops, the thesis Figure 5.1 grid, five seeds). Its size is
+params * 32 bits against the crop's H W 3 8 bits; the JPEG (Pillow) closest in file size is
+searched over every quality with chroma subsampling on and off, and where no JPEG reaches the
+network's size the record says so instead of holding a JPEG score. Scores: PSNR and SSIM
+(torchmetrics), mean and std over the seeds. Results: one record per (photo, cell) in
+results/runs/dfm_compression.jsonl (rendered as results/tables/dfm_compression.*) and a figure
+of original / Fourier Net / JPEG side by side (dfm_compression_examples.png).
 """
 
 from __future__ import annotations
