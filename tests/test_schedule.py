@@ -116,3 +116,15 @@ def test_rows_recipes_in_epochs_resolve_to_steps():
     assert demo["module"]["warmup_epochs"] == 0 and demo["module"]["warmup_steps"] == 20
     constant = load_config(CONFIG_DIR / "inverse_flow_t2" / "emerging_mnist_k4.yaml")
     assert steps_per_epoch(constant, None) is None  # no data read when nothing counts epochs
+
+
+def test_build_turns_epochs_into_steps_of_the_row_data(tmp_path):
+    from bench.experiments.row import build
+    from tests.test_pipeline import write_config
+
+    module = {"warmup_epochs": 2, "schedule": "exponential", "gamma": 0.5}
+    config = load_config(write_config(tmp_path, module=module))
+    datamodule, task = build(config, None)
+    per_epoch = len(datamodule.dataset("train")) // 16  # batch 16, last partial batch dropped
+    assert task.optim["warmup_steps"] == 2 * per_epoch
+    assert task.optim["decay_period"] == per_epoch
