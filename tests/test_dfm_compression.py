@@ -54,6 +54,7 @@ def test_compression_of_a_64x64_crop_is_measured_against_jpeg(tmp_path):
     lines = (tmp_path / "results/runs/dfm_compression.jsonl").read_text().splitlines()
     first, second = (json.loads(line) for line in lines)
     assert first["metrics"]["psnr"] == small.psnr and first["metrics"]["jpeg_psnr"] is not None
+    assert "psnr_std" not in first["metrics"]  # one seed: no spread to report
     assert "jpeg_psnr" not in second["metrics"]
     assert second["cells"]["jpeg_psnr"].startswith("JPEG cannot reach 10.9 kB")
     assert second["settings"]["name"] == "ours" and second["settings"]["crop"] == 64
@@ -105,3 +106,20 @@ def test_thesis_grid_sizes_match_figure_5_1():
         model = dfm.FourierImage(width, depth, 3)
         size = 100 * sum(p.numel() for p in model.parameters()) * 32 / (400 * 400 * 24)
         assert abs(size - printed) < 0.01
+
+
+def test_seeds_give_a_mean_and_a_spread():
+    settings = dfm.resolve_settings("demo", crop=16, seeds=3, steps=5)
+    (r,) = [dfm.compress("stripes", dfm.centre_crop(_stripes(24), 16), 2, 2, settings)]
+    assert r.seeds == [0, 1, 2] and r.psnr_std > 0  # different seeds, different networks
+    record = dfm.result_record(r, settings, "demo", "cpu")
+    assert record["metrics"]["psnr_std"] == r.psnr_std
+    assert record["settings"] == {
+        "coords": "unit",
+        "init_std": 3e-2,
+        "lr": 1e-2,
+        "batch_pixels": 2**14,
+        "name": "ours",
+        "seeds": 3,
+        "crop": 16,
+    }

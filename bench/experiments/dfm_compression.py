@@ -364,18 +364,18 @@ def results_table(results: list[CompressionResult]) -> str:
 
 
 def result_record(r: CompressionResult, settings: dict, profile: str, device: str) -> dict:
-    """The record of one cell: means with their std over the seeds; where JPEG cannot reach
-    the network's size, the JPEG cells say so (``cells``) instead of holding a number."""
+    """The record of one cell: means with their std over the seeds (none for one seed); where
+    JPEG cannot reach the network's size, the JPEG cells say so (``cells``) instead of holding
+    a number."""
     metrics = {
         "psnr": r.psnr,
-        "psnr_std": r.psnr_std,
         "ssim": r.ssim,
-        "ssim_std": r.ssim_std,
         "compression_pct": r.compression_pct,
         "loss": r.loss,
-        "loss_std": r.loss_std,
         "params_m": r.params / 1e6,
     }
+    if len(r.seeds) > 1:  # a spread only where there is one
+        metrics.update(psnr_std=r.psnr_std, ssim_std=r.ssim_std, loss_std=r.loss_std)
     cells = None
     if r.jpeg.reached:
         metrics.update(jpeg_psnr=r.jpeg_psnr, jpeg_ssim=r.jpeg_ssim)
