@@ -123,3 +123,11 @@ def test_seeds_give_a_mean_and_a_spread():
         "seeds": 3,
         "crop": 16,
     }
+
+
+def test_a_reduced_run_does_not_count_as_the_profile():
+    full = {"profile": "paper", "steps": 20000, "settings": {"seeds": 5}}
+    assert dfm.ran_profile_in_full(full, "paper")
+    assert not dfm.ran_profile_in_full({**full, "steps": 800}, "paper")
+    assert not dfm.ran_profile_in_full({**full, "settings": {"seeds": 1}}, "paper")
+    assert dfm.ran_profile_in_full({"profile": "demo", "steps": 800}, "demo")  # older records

@@ -401,6 +401,18 @@ def result_record(r: CompressionResult, settings: dict, profile: str, device: st
     )
 
 
+def ran_profile_in_full(record: dict, profile: str) -> bool:
+    """Whether a record ran ``profile`` with its own steps and seeds (a reduced run, such as
+    the committed CPU run of the paper profile, does not count as having run it)."""
+    own = COMPRESSION_PROFILES[profile]
+    seeds = record.get("settings", {}).get("seeds", 1)
+    return (
+        record.get("profile") == profile
+        and record.get("steps") == own["steps"]
+        and seeds == own["seeds"]
+    )
+
+
 def run_compression(
     profile: str = "demo",
     photos=BUNDLED_PHOTOS,
