@@ -132,9 +132,17 @@ def _add_tools(sub) -> None:
         help="image files or scikit-image photo names (default: 4 bundled)",
     )
     compress.add_argument("--crop", type=int, default=None)
-    compress.add_argument("--widths", type=int, nargs="+", default=None)
-    compress.add_argument("--depths", type=int, nargs="+", default=None)
+    compress.add_argument(
+        "--cells", nargs="+", default=None, help="WIDTHxDEPTH networks, e.g. 6x7 8x6"
+    )
     compress.add_argument("--steps", type=int, default=None)
+    compress.add_argument("--seeds", type=int, default=None, help="trainings per cell")
+    compress.add_argument(
+        "--settings",
+        default=None,
+        choices=["ours", "thesis"],
+        help="thesis: pixel positions, init N(0, 2e-10), Adam 4e-4; ours (default): README",
+    )
     compress.add_argument("--device", default=None, help="default: cuda if any, else cpu")
     compress.add_argument("--results_dir", "--results-dir", default="results")
     compress.set_defaults(func=commands.dfm_compress_command)

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from bench import records
-from bench.config import load_config
+from bench.config import ConfigError, load_config
 
 
 def default_device() -> str:
@@ -70,8 +70,9 @@ def dfm_compress_command(args: argparse.Namespace) -> int:
     from bench.experiments.dfm_compression import BUNDLED_PHOTOS, results_table, run_compression
     from bench.report.tables import report
 
-    names = ("crop", "widths", "depths", "steps")
-    overrides = {k: getattr(args, k) for k in names if getattr(args, k)}
+    overrides = {k: getattr(args, k) for k in ("crop", "steps", "seeds", "settings")}
+    if args.cells:
+        overrides["cells"] = [_cell(text) for text in args.cells]
     results = run_compression(
         args.profile, args.photos or BUNDLED_PHOTOS, args.results_dir, args.device, **overrides
     )
@@ -82,6 +83,15 @@ def dfm_compress_command(args: argparse.Namespace) -> int:
         f"figure in {Path(args.results_dir) / 'tables'}"
     )
     return 0
+
+
+def _cell(text: str) -> tuple[int, int]:
+    """'8x6' -> (width 8, depth 6)."""
+    try:
+        width, depth = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--cells {text!r}: write WIDTHxDEPTH, e.g. 8x6") from None
+    return width, depth
 
 
 def fid_weights_command(args: argparse.Namespace) -> int:

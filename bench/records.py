@@ -62,9 +62,9 @@ METRICS: dict[str, Metric] = {
     "accuracy": Metric("Acc (%)", trained=True),
     "mse": Metric("MSE", trained=True),
     "compression_pct": Metric("Size (%)"),
-    "psnr": Metric("PSNR (dB)"),
+    "psnr": Metric("PSNR (dB)", "psnr_std"),
     "jpeg_psnr": Metric("JPEG PSNR (dB)"),
-    "ssim": Metric("SSIM"),
+    "ssim": Metric("SSIM", "ssim_std"),
     "jpeg_ssim": Metric("JPEG SSIM"),
 }
 
@@ -92,6 +92,7 @@ class Record(TypedDict, total=False):
     reason: str
     curve: dict[str, list[float]]
     compared_layer: str  # a user row: the layer `python -m bench compare` put in the slot
+    cells: dict[str, str]  # metric -> text a cell shows instead of a number (why there is none)
     _source: str
 
 
@@ -253,12 +254,13 @@ def load_records(results_dir: Path) -> Records:
 
 
 def pick_record(records: list[Record], metric: str, row: str | None = None) -> Record | None:
-    """The record a cell shows: among those holding ``metric`` (of ``row``), the highest
-    profile rank (paper, short, demo), then the newest."""
+    """The record a cell shows: among those holding ``metric`` (of ``row``) or a text for its
+    cell (``cells``), the highest profile rank (paper, short, demo), then the newest."""
     holding = [
         r
         for r in records
-        if isinstance(r["metrics"].get(metric), int | float) and (row is None or r["row"] == row)
+        if (isinstance(r["metrics"].get(metric), int | float) or metric in r.get("cells", {}))
+        and (row is None or r["row"] == row)
     ]
     if not holding:
         return None
@@ -269,9 +271,10 @@ def pick_record(records: list[Record], metric: str, row: str | None = None) -> R
 
 def measured_value(record: Record, metric: str) -> tuple[float, float | None, str]:
     """(value, spread, kind) a cell shows for ``metric``: the median and IQR where the record
-    has them (kind ``"median"``), else the value and its std (kind ``"mean"``)."""
+    has them (kind ``"median"``), else the value and its std (kind ``"mean"``); nan where the
+    record holds only a text for the cell (``cells``)."""
     values, robust = record["metrics"], METRICS[metric].robust
     if robust and isinstance(values.get(f"{robust}_median"), int | float):
         return values[f"{robust}_median"], values.get(f"{robust}_iqr"), "median"
     std = values.get(METRICS[metric].std or "")
-    return values[metric], std, "mean"
+    return values.get(metric, float("nan")), std, "mean"  # nan: the record's cell says why

@@ -60,8 +60,10 @@ class TrainerSection(Section):
 
 class OptimSection(Section):
     """What every task trains with (`bench.tasks.base.Task.configure_optimizers`): the
-    optimizer, a linear warm-up over ``warmup_steps``, then a constant, cosine (to 0) or linear
-    (to ``final_lr``) schedule over the run's ``trainer.max_steps``."""
+    optimizer, a linear warm-up over ``warmup_steps`` (or ``warmup_epochs``), then a constant,
+    cosine (to 0) or linear (to ``final_lr``) schedule over the run's ``trainer.max_steps``, or
+    an exponential one: the lr times ``gamma`` every ``decay_every`` epochs (``decay_unit:
+    epoch``, torch's ExponentialLR / StepLR stepped once per epoch) or steps."""
 
     lr: float = 1e-3
     optimizer: Literal["adam", "adamax", "sgd"] = "adam"
@@ -69,8 +71,12 @@ class OptimSection(Section):
     momentum: float = 0.9
     betas: list[float] = [0.9, 0.999]
     warmup_steps: int = 0
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_epochs: float = 0.0
+    schedule: Literal["constant", "cosine", "linear", "exponential"] = "constant"
     final_lr: float | None = None
+    gamma: float | None = None
+    decay_every: int = 1
+    decay_unit: Literal["epoch", "step"] = "epoch"
 
 
 class FlowModuleSection(OptimSection):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.fidelity import row_configs_on_disk
 from bench.published import PUBLISHED_COLUMNS, load_published
 from bench.records import load_records
 from bench.report.tables import report
@@ -176,9 +177,9 @@ def test_cells_name_their_data_set_and_profile_and_notes_list_preprocessing(tmp_
     assert "| 4.810 (F-MNIST, demo: 300 steps) [2] |" in markdown
     assert "| 5.000 ± 0.100 [2] |" in markdown  # a timing does not depend on the data
     assert "| 1.050 [1] |" in markdown  # the paper's data set and profile: no label
-    assert "- Inverse-Flow: uniform dequantization, x / 256, shift to [-0.5, 0.5)" in markdown
+    assert "- Inverse-Flow: uniform dequantization, x / 256, logit (alpha 1e-07)" in markdown
     assert "- Emerging: uniform dequantization, x / 256, shift to [-0.5, 0.5)" in markdown
-    assert "logit (alpha" not in markdown  # Glow (small), the logit row, has no cell here
+    assert "alpha 0.05" not in markdown  # Glow (small), alpha 0.05, has no cell here
 
 
 def test_the_fidelity_table_is_rendered_and_kept(tmp_path):
@@ -187,7 +188,12 @@ def test_the_fidelity_table_is_rendered_and_kept(tmp_path):
     out = report(tmp_path, with_plots=False)
     markdown = (tmp_path / "tables" / "fidelity.md").read_text()
     assert "| gradient rule |" in markdown and "selfnorm.py" in markdown
-    rows = [line for line in markdown.splitlines() if line.startswith("|")]
-    separators = {len(re.findall(r"(?<!\\)\|", line)) for line in rows}
-    assert separators == {6}  # five columns on every line: a '|' inside a cell is escaped
+    entries, per_row = markdown.split("### Sources per row")
+    for part, columns in ((entries, 6), (per_row, 7)):
+        rows = [line for line in part.splitlines() if line.startswith("|")]
+        separators = {len(re.findall(r"(?<!\\)\|", line)) for line in rows}
+        assert separators == {columns + 1}  # a '|' inside a cell is escaped
+    # every row YAML has a line, with the source of each kind of decision
+    assert "| inverse_flow_t2 | finc_mnist_k4 | - | ours | authors' code |" in per_row
+    assert per_row.count("\n| ") == 1 + len(row_configs_on_disk(ROOT / "bench" / "configs"))
     assert tmp_path / "tables" / "fidelity.md" not in out["removed"]

@@ -71,6 +71,16 @@ def wandb_url(logger) -> str | None:
         return None
 
 
+def steps_per_epoch(config: dict, datamodule) -> int | None:
+    """Full training batches per epoch (the loader drops the last partial one), where the
+    module counts its warm-up or decay in epochs; else None (no data set is read)."""
+    module = config["module"]
+    exponential = module["schedule"] == "exponential" and module["decay_unit"] == "epoch"
+    if not (module["warmup_epochs"] or exponential):
+        return None
+    return len(datamodule.dataset("train")) // datamodule.batch_size
+
+
 def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
     """The datamodule and task (LightningModule) of a validated row config."""
     data = {k: v for k, v in config["data"].items() if v is not None}
@@ -88,6 +98,7 @@ def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
         model=config["model"],
         model_kwargs=model_kwargs,
         total_steps=total if total and total > 0 else None,
+        steps_per_epoch=steps_per_epoch(config, datamodule),
         sample_dir=str(sample_dir) if sample_dir else None,
         seed=config["seed"],
         **config["module"],

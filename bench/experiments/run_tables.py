@@ -21,7 +21,7 @@ from bench.catalog import resolve_tables, row_configs, row_label, table_meta
 from bench.config import ConfigError, load_config, read_yaml
 from bench.evaluators.timing import device_name
 from bench.experiments.callbacks import evaluation_device
-from bench.experiments.dfm_compression import run_compression
+from bench.experiments.dfm_compression import ran_profile_in_full, run_compression
 from bench.experiments.row import fit_command
 from bench.experiments.run_dir import run_dir
 from bench.records import (
@@ -92,7 +92,7 @@ def run_experiment(table: str, args, results_dir: Path, records: list[Record]) -
     unless measured; returns whether it ran or was measured."""
     if table_meta(table).experiment != "dfm_compression":
         return False
-    done = any(r["table"] == table and r.get("profile") == args.profile for r in records)
+    done = any(r["table"] == table and ran_profile_in_full(r, args.profile) for r in records)
     if done and not args.force:
         print(f"{table}: already measured ({args.profile}); FORCE=1 to rerun")
         return True

@@ -24,6 +24,7 @@ import pandas as pd
 
 from bench.catalog import row_configs, table_meta
 from bench.config import CONFIG_DIR, read_yaml
+from bench.fidelity import coverage, load_fidelity, row_configs_on_disk
 from bench.published import load_published, published_value, unit_scale
 from bench.records import METRICS, load_records, measured_value, pick_record, write_atomic
 from bench.report import plots
@@ -65,7 +66,11 @@ def build_table(
     """One table: rows in the paper's order then measured-only rows; paper/ours per metric."""
     pub = pub[pub["table"] == table]
     metrics = [m for m in METRICS if m in set(pub["metric"])]
-    metrics += [m for m in METRICS if m not in metrics and any(m in r["metrics"] for r in records)]
+    metrics += [
+        m
+        for m in METRICS
+        if m not in metrics and any(m in r["metrics"] or m in r.get("cells", {}) for r in records)
+    ]
     row_order = list(dict.fromkeys(pub["row"]))
     row_order += sorted({r["row"] for r in records} - set(row_order))
     references: list[str] = []
@@ -91,11 +96,15 @@ def build_table(
                 if key not in ref_index:
                     ref_index[key] = len(references) + 1
                     references.append(_reference(ref_index[key], record))
-                value, spread, kind = measured_value(record, metric)
-                medians |= kind == "median"
-                text = _fmt(value) + f" (IQR {_fmt(spread)})" if kind == "median" else None
-                condition = condition_label(record, metric, paper_dataset(pub, row))
-                cell = f"{text or _fmt(value, spread)}{condition} [{ref_index[key]}]"
+                said = record.get("cells", {}).get(metric)
+                if said is not None:  # no number, and the record says why
+                    cell = f"{said} [{ref_index[key]}]"
+                else:
+                    value, spread, kind = measured_value(record, metric)
+                    medians |= kind == "median"
+                    text = _fmt(value) + f" (IQR {_fmt(spread)})" if kind == "median" else None
+                    condition = condition_label(record, metric, paper_dataset(pub, row))
+                    cell = f"{text or _fmt(value, spread)}{condition} [{ref_index[key]}]"
             elif skipped:
                 cell = f"skipped ({skipped[-1].get('reason', 'no reason given')})"
             elif row not in configs:
@@ -103,8 +112,9 @@ def build_table(
             else:
                 cell = "not run"
             entry[f"{label} ours"] = cell
-            entry[f"_{metric}"] = measured_value(record, metric)[0] if record else None
-            entry[f"_{metric}_device"] = record.get("device") if record else None
+            numeric = record is not None and metric not in record.get("cells", {})
+            entry[f"_{metric}"] = measured_value(record, metric)[0] if numeric else None
+            entry[f"_{metric}_device"] = record.get("device") if numeric else None
         lines.append(entry)
     frame = pd.DataFrame(lines)
     if published_st:
@@ -255,19 +265,27 @@ def table_report(results_dir: str | Path, table: str) -> TableReport:
 
 def write_fidelity(results_dir: Path, out_dir: Path) -> Path | None:
     """``fidelity.md`` from ``results/fidelity.csv``: per row and aspect (gradient rule, init,
-    warm-up, ...) what we do and whether the paper, the authors' code or we decided it."""
+    warm-up, ...) what we do and whether the paper, the authors' code or we decided it; then
+    per row YAML the sources of each kind (`bench.fidelity.coverage`)."""
     source = results_dir / "fidelity.csv"
     if not source.is_file():
         return None
     frame = pd.read_csv(source, keep_default_na=False)
+    per_row = pd.DataFrame(coverage(load_fidelity(source), row_configs_on_disk(CONFIG_DIR)))
+    title = "## Reproduction fidelity: where the papers are silent, what each row does and why"
+    parts = [title, "", *_pipe_table(frame), "", "### Sources per row", ""]
+    parts += _pipe_table(per_row)
+    path = out_dir / "fidelity.md"
+    write_atomic(path, "\n".join(parts) + "\n")
+    return path
+
+
+def _pipe_table(frame: pd.DataFrame) -> list[str]:
+    """Markdown lines of ``frame``, a '|' inside a cell escaped."""
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     cells = frame.astype(str).map(lambda text: text.replace("|", "\\|"))
-    body = ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
-    title = "## Reproduction fidelity: where the papers are silent, what each row does and why"
-    path = out_dir / "fidelity.md"
-    write_atomic(path, "\n".join([title, "", header, rule, *body]) + "\n")
-    return path
+    return [header, rule, *("| " + " | ".join(row) + " |" for row in cells.itertuples(index=False))]
 
 
 def report(

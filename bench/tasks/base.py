@@ -7,7 +7,17 @@ into the record's metrics. The optimizer and learning-rate schedule are the same
 
     lr(step) = lr * w(step) * s(step),  w = min(1, (step + 1) / warmup_steps),
     s = 1 (constant) | (1 + cos(pi p)) / 2 (cosine) | 1 + (final_lr / lr - 1) p (linear),
-    p = clamp((step - warmup_steps) / (total_steps - warmup_steps), 0, 1).
+    p = clamp((step - warmup_steps) / (total_steps - warmup_steps), 0, 1);
+    exponential: lr(step) = lr * w(step) during the warm-up, then lr * gamma^n(step), n the
+    number of decay boundaries j T (j >= 1, T = decay_every epochs or steps) with
+    warmup_steps <= j T <= step.
+
+The exponential schedule is what the SNF code base and its forks (Inverse-Flow, FInC Flow) do:
+their warm-up overwrites the lr batch by batch, and torch's ExponentialLR (T = 1 epoch) or
+StepLR (T = step_size epochs), stepped at the end of every epoch, multiplies the lr it finds by
+gamma. Decays that fall inside the warm-up are overwritten and lost, so the first epoch after
+the warm-up already runs at lr gamma (ExponentialLR). ``warmup_epochs`` and epoch-counted
+decays become steps through ``steps_per_epoch`` (full batches per epoch).
 """
 
 from __future__ import annotations
@@ -25,15 +35,26 @@ from models.registry import count_params
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "sgd": torch.optim.SGD}
 
 
+SCHEDULES = ("constant", "cosine", "linear", "exponential")
+
+
 def schedule_factor(
     step: int,
     warmup: int,
     total: int | None,
     schedule: str = "constant",
     final_ratio: float = 0.0,
+    gamma: float = 1.0,
+    period: int = 1,
 ) -> float:
-    """The LR multiplier at ``step`` (module docstring); ``final_ratio`` = final_lr / lr."""
+    """The LR multiplier at ``step`` (module docstring); ``final_ratio`` = final_lr / lr;
+    ``gamma`` and ``period`` (in steps): the exponential schedule."""
     scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if schedule == "exponential":
+        if step < warmup:
+            return scale
+        lost = (warmup - 1) // period if warmup else 0  # decays the warm-up overwrote
+        return gamma ** (step // period - lost)
     if schedule != "constant" and total:
         progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
         if schedule == "cosine":
@@ -48,7 +69,8 @@ class Task(pl.LightningModule):
 
     Args:
         lr, optimizer, weight_decay, momentum: the optimizer (`OPTIMIZERS`).
-        warmup_steps, schedule, final_lr, total_steps: the schedule (module docstring).
+        warmup_steps, warmup_epochs, schedule, final_lr, gamma, decay_every, decay_unit,
+        total_steps, steps_per_epoch: the schedule (module docstring).
         betas: Adam's and Adamax's (beta1, beta2).
         seed: seeds what the task draws itself (the flow's dequantization noise).
         sample_dir: where figures drawn during training go (default: the trainer's root).
@@ -78,31 +100,46 @@ class Task(pl.LightningModule):
         momentum: float = 0.9,
         betas: tuple[float, float] | list[float] = (0.9, 0.999),
         warmup_steps: int = 0,
+        warmup_epochs: float = 0.0,
         schedule: str = "constant",
         final_lr: float | None = None,
+        gamma: float | None = None,
+        decay_every: int = 1,
+        decay_unit: str = "epoch",
         total_steps: int | None = None,
+        steps_per_epoch: int | None = None,
         seed: int = 0,
         sample_dir: str | None = None,
     ):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
-        if schedule not in ("constant", "cosine", "linear"):
-            raise ValueError(f"schedule must be constant, cosine or linear, got {schedule!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if len(betas) != 2:
             raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
         if schedule == "linear" and final_lr is None:
             raise ValueError("schedule 'linear' needs module.final_lr")
+        if schedule == "exponential" and gamma is None:
+            raise ValueError("schedule 'exponential' needs module.gamma")
+        if warmup_steps and warmup_epochs:
+            raise ValueError("set module.warmup_steps or module.warmup_epochs, not both")
+        per_epoch = warmup_epochs or (schedule == "exponential" and decay_unit == "epoch")
+        if per_epoch and not steps_per_epoch:
+            raise ValueError("module.warmup_epochs and epoch decays need steps_per_epoch")
         self.seed, self.sample_dir = seed, sample_dir
+        epoch = steps_per_epoch or 1
         self.optim = dict(
             lr=lr,
             optimizer=optimizer,
             weight_decay=weight_decay,
             momentum=momentum,
             betas=tuple(betas),
-            warmup_steps=warmup_steps,
+            warmup_steps=warmup_steps or round(warmup_epochs * epoch),
             schedule=schedule,
             final_lr=final_lr,
+            gamma=gamma,
+            decay_period=decay_every * (epoch if decay_unit == "epoch" else 1),
             total_steps=total_steps,
         )
 
@@ -158,6 +195,8 @@ class Task(pl.LightningModule):
             total=hp["total_steps"],
             schedule=hp["schedule"],
             final_ratio=(hp["final_lr"] or 0.0) / hp["lr"],
+            gamma=hp["gamma"] or 1.0,
+            period=hp["decay_period"],
         )
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

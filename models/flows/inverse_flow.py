@@ -32,6 +32,7 @@ def inverse_flow(
     solver: str = "rows",
     init: str = "authors",
     conv: SlotValue = None,
+    logit_alpha: float | None = None,
 ) -> Flow:
     """Inverse-Flow (paper Sec. 4.1): each step is inverse conv -> spline activation -> actnorm
     -> 1x1 conv -> affine coupling with the released code's slim net 3x3 (C/2 -> width) -> 1x1
@@ -39,7 +40,8 @@ def inverse_flow(
     ``init`` of the splines: ``"authors"`` (the released code's SNF-derived spline init, see
     `SplineActivation`) or ``"ours"`` (exact identity). ``conv``: the slot of the inverse
     convolution (`models.slots`; default the k x k inverse conv with ``solver``), where the
-    Inverse-Flow tables' reference step takes another invertible layer."""
+    Inverse-Flow tables' reference step takes another invertible layer. ``logit_alpha``: logit
+    preprocessing as the released code (None: centre to [-0.5, 0.5))."""
     make_conv = slot_layer(conv, lambda channels: InverseConv2d(channels, kernel_size, solver))
 
     def step(shape: Shape, level: int) -> list[Bijection]:
@@ -52,7 +54,7 @@ def inverse_flow(
             AffineCoupling(c, width, mid=c),
         ]
 
-    return multiscale_flow(input_shape, levels, steps, step)
+    return multiscale_flow(input_shape, levels, steps, step, logit_alpha=logit_alpha)
 
 
 def finc_flow(
@@ -62,10 +64,12 @@ def finc_flow(
     width: int = 512,
     kernel_size: int = 3,
     solver: str = "rows",
+    logit_alpha: float | None = None,
 ) -> Flow:
     """FInC Flow: Glow step with the FInC conv (4 corner-oriented causal convs) before the 1x1:
     actnorm -> FInC k x k -> 1x1 -> affine coupling. Density direction is one conv per layer;
-    sampling solves."""
+    sampling solves.
+    ``logit_alpha``: logit preprocessing as the authors' code (None: centre to [-0.5, 0.5))."""
 
     def step(shape: Shape, level: int) -> list[Bijection]:
         c = shape[0]
@@ -76,7 +80,7 @@ def finc_flow(
             AffineCoupling(c, width),
         ]
 
-    return multiscale_flow(input_shape, levels, steps, step)
+    return multiscale_flow(input_shape, levels, steps, step, logit_alpha=logit_alpha)
 
 
 def cinc_flow(
@@ -86,8 +90,10 @@ def cinc_flow(
     width: int = 512,
     kernel_size: int = 3,
     solver: str = "wavefront",
+    logit_alpha: float | None = None,
 ) -> Flow:
-    """CInC Flow: Glow step with one causal k x k conv (learnable diagonal) before the 1x1."""
+    """CInC Flow: Glow step with one causal k x k conv (learnable diagonal) before the 1x1.
+    ``logit_alpha``: logit preprocessing as the authors' code (None: centre to [-0.5, 0.5))."""
 
     def step(shape: Shape, level: int) -> list[Bijection]:
         c = shape[0]
@@ -98,7 +104,7 @@ def cinc_flow(
             AffineCoupling(c, width),
         ]
 
-    return multiscale_flow(input_shape, levels, steps, step)
+    return multiscale_flow(input_shape, levels, steps, step, logit_alpha=logit_alpha)
 
 
 def emerging_glow(
@@ -123,10 +129,12 @@ def snf_glow(
     recon_weight: float = 100.0,
     gradient_rule: str = "authors",
     init: str = "authors",
+    logit_alpha: float | None = None,
 ) -> Flow:
     """SNF Glow (SNF's selfnorm_glow experiments): actnorm -> self-normalizing 1x1 conv ->
     affine coupling, split prior, reconstruction loss weight 100. ``gradient_rule`` and ``init``
-    of the 1x1 convs as in `SelfNormConv2d` (defaults: the released code's)."""
+    of the 1x1 convs as in `SelfNormConv2d` (defaults: the released code's).
+    ``logit_alpha``: logit preprocessing as the authors' code (None: centre to [-0.5, 0.5))."""
 
     def step(shape: Shape, level: int) -> list[Bijection]:
         c = shape[0]
@@ -136,7 +144,7 @@ def snf_glow(
             AffineCoupling(c, width),
         ]
 
-    return multiscale_flow(input_shape, levels, steps, step)
+    return multiscale_flow(input_shape, levels, steps, step, logit_alpha=logit_alpha)
 
 
 LINEAR_LAYERS = ("exact", "exponential", "emerging", "snf", "inverse_conv")
