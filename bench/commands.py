@@ -67,7 +67,8 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def dfm_compress_command(args: argparse.Namespace) -> int:
-    from bench.experiments.dfm_compression import BUNDLED_PHOTOS, results_table, run_compression
+    from bench.experiments.dfm_compression import BUNDLED_PHOTOS, run_compression
+    from bench.report.compression import results_table
     from bench.report.tables import report
 
     overrides = {k: getattr(args, k) for k in ("crop", "steps", "seeds", "settings")}

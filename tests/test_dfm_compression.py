@@ -13,9 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.evaluators import image_codec as codec
 from bench.experiments import dfm_compression as dfm
 from bench.published import load_published
 from bench.records import load_records
+from bench.report.compression import results_table
 from bench.report.tables import build_table
 
 
@@ -28,7 +30,7 @@ def _stripes(size: int = 80, seed: int = 0) -> np.ndarray:
 
 def _jpeg_bytes(image: np.ndarray, quality: int, subsampling: str) -> int:
     buffer = io.BytesIO()
-    code = dfm.JPEG_SUBSAMPLING[subsampling]
+    code = codec.JPEG_SUBSAMPLING[subsampling]
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=code)
     return buffer.tell()
 
@@ -42,7 +44,7 @@ def test_compression_of_a_64x64_crop_is_measured_against_jpeg(tmp_path):
         "demo", [str(photo)], tmp_path / "results", "cpu", cells=[(4, 3), (6, 4)], steps=30
     )
     small, big = results
-    crop = dfm.centre_crop(image, 64)
+    crop = codec.centre_crop(image, 64)
     assert small.params == 2 * (4 * 4 + 4 * 16 + 4 * 16 + 3 * 16)  # cos + sin of (2,4,4,4,3)
     assert abs(small.compression_pct - 100 * small.params * 32 / (64 * 64 * 24)) < 1e-9
     # the small network (1,536 B) is within JPEG's range: compared with the closest JPEG
@@ -59,7 +61,7 @@ def test_compression_of_a_64x64_crop_is_measured_against_jpeg(tmp_path):
     assert "jpeg_psnr" not in second["metrics"]
     assert second["cells"]["jpeg_psnr"].startswith("JPEG cannot reach 10.9 kB")
     assert second["settings"]["name"] == "ours" and second["settings"]["crop"] == 64
-    table = dfm.results_table(results)
+    table = results_table(results)
     assert "beats JPEG" in table and "JPEG cannot reach 10.9 kB" in table
     records = load_records(tmp_path / "results").rows
     rendered = build_table("dfm_compression", load_published(tmp_path), records, {}).markdown
@@ -73,14 +75,14 @@ def test_jpeg_search_covers_quality_100_without_chroma_subsampling():
     assert largest > _jpeg_bytes(image, 100, "4:2:0") > _jpeg_bytes(image, 95, "4:2:0")
     # reachable: the closest size over every quality and both subsamplings
     target = (_jpeg_bytes(image, 60, "4:2:0") + _jpeg_bytes(image, 90, "4:4:4")) // 2
-    match = dfm.jpeg_at_size(image, target)
+    match = codec.jpeg_at_size(image, target)
     assert match.reached
-    for subsampling in dfm.JPEG_SUBSAMPLING:
+    for subsampling in codec.JPEG_SUBSAMPLING:
         for quality in range(1, 101):
             other = _jpeg_bytes(image, quality, subsampling)
             assert abs(match.size - target) <= abs(other - target)
     # just above what quality 100 with 4:4:4 gives: JPEG cannot reach it, and says so
-    match = dfm.jpeg_at_size(image, largest + 1000)
+    match = codec.jpeg_at_size(image, largest + 1000)
     assert not match.reached and match.largest == (largest, 100, "4:4:4")
     assert match.describe(largest + 1000) == (
         f"JPEG cannot reach {(largest + 1000) / 1000:.1f} kB: largest "
@@ -111,7 +113,7 @@ def test_thesis_grid_sizes_match_figure_5_1():
 
 def test_seeds_give_a_mean_and_a_spread():
     settings = dfm.resolve_settings("demo", crop=16, seeds=3, steps=5)
-    (r,) = [dfm.compress("stripes", dfm.centre_crop(_stripes(24), 16), 2, 2, settings)]
+    (r,) = [dfm.compress("stripes", codec.centre_crop(_stripes(24), 16), 2, 2, settings)]
     assert r.seeds == [0, 1, 2] and r.psnr_std > 0  # different seeds, different networks
     record = dfm.result_record(r, settings, "demo", "cpu")
     assert record["metrics"]["psnr_std"] == r.psnr_std

@@ -24,11 +24,11 @@ import pandas as pd
 
 from bench.catalog import row_configs, table_meta
 from bench.config import CONFIG_DIR, read_yaml
-from bench.fidelity import coverage, load_fidelity, row_configs_on_disk
 from bench.published import load_published, published_value, unit_scale
 from bench.records import METRICS, load_records, measured_value, pick_record, write_atomic
 from bench.report import plots
 from bench.report.conditions import condition_label, preprocessing_notes
+from bench.report.fidelity import write_fidelity
 
 log = logging.getLogger(__name__)
 
@@ -261,31 +261,6 @@ def table_report(results_dir: str | Path, table: str) -> TableReport:
     records = [r for r in load_records(Path(results_dir)).rows if r["table"] == table]
     pub = load_published(Path(results_dir))
     return build_table(table, pub, records, configured_rows().get(table, {}))
-
-
-def write_fidelity(results_dir: Path, out_dir: Path) -> Path | None:
-    """``fidelity.md`` from ``results/fidelity.csv``: per row and aspect (gradient rule, init,
-    warm-up, ...) what we do and whether the paper, the authors' code or we decided it; then
-    per row YAML the sources of each kind (`bench.fidelity.coverage`)."""
-    source = results_dir / "fidelity.csv"
-    if not source.is_file():
-        return None
-    frame = pd.read_csv(source, keep_default_na=False)
-    per_row = pd.DataFrame(coverage(load_fidelity(source), row_configs_on_disk(CONFIG_DIR)))
-    title = "## Reproduction fidelity: where the papers are silent, what each row does and why"
-    parts = [title, "", *_pipe_table(frame), "", "### Sources per row", ""]
-    parts += _pipe_table(per_row)
-    path = out_dir / "fidelity.md"
-    write_atomic(path, "\n".join(parts) + "\n")
-    return path
-
-
-def _pipe_table(frame: pd.DataFrame) -> list[str]:
-    """Markdown lines of ``frame``, a '|' inside a cell escaped."""
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    cells = frame.astype(str).map(lambda text: text.replace("|", "\\|"))
-    return [header, rule, *("| " + " | ".join(row) + " |" for row in cells.itertuples(index=False))]
 
 
 def report(
