@@ -237,3 +237,18 @@ def compute_fid(
         if not math.isfinite(out["isc"]):
             raise RuntimeError("Inception Score is not finite: the weights have no logits layer")
     return out
+
+
+def requested_fid(model, context: dict) -> dict[str, float]:
+    """FID of ``evaluate.fid`` samples of ``model`` against the training split of the row's data
+    (``context`` as `bench.tasks.base.Task.record_metrics` gets it); {} when not asked."""
+    samples = context["config"]["evaluate"]["fid"]
+    if not samples:
+        return {}
+    device = context["device"]
+    return compute_fid(
+        model.to(device),
+        context["datamodule"].dataset("train"),
+        num_samples=samples,
+        cuda=device.startswith("cuda"),
+    )

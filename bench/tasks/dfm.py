@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torchvision
 
-from bench.evaluators.fid import compute_fid
+from bench.evaluators.fid import requested_fid
 from bench.tasks.base import Task
 from models.generators.dfm import FourierGenerator
 
@@ -80,17 +80,7 @@ class DFMTask(Task):
         FID of ``evaluate.fid`` samples against the training split when asked."""
         mse = results.get("test/mse", context["fit_metrics"].get("train/mse"))
         metrics = {"mse": float(mse), "params_m": self.params_m()}
-        samples = context["config"]["evaluate"]["fid"]
-        if samples:
-            device = context["device"]
-            metrics.update(
-                compute_fid(
-                    self.eval_model().to(device),
-                    context["datamodule"].dataset("train"),
-                    num_samples=samples,
-                    cuda=device.startswith("cuda"),
-                )
-            )
+        metrics.update(requested_fid(self.eval_model(), context))
         return metrics
 
     def on_validation_epoch_end(self):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from bench.evaluators.fid import compute_fid
+from bench.evaluators.fid import requested_fid
 from bench.evaluators.timing import time_sampling
 from bench.tasks.base import Task
 from models.generators import GENERATORS
@@ -68,17 +68,7 @@ class GeneratorTask(Task):
         metrics: dict[str, float] = {"params_m": self.params_m()}
         if "test/mse" in results:
             metrics["mse"] = float(results["test/mse"])
-        samples = context["config"]["evaluate"]["fid"]
-        if samples:
-            device = context["device"]
-            metrics.update(
-                compute_fid(
-                    self.eval_model().to(device),
-                    context["datamodule"].dataset("train"),
-                    num_samples=samples,
-                    cuda=device.startswith("cuda"),
-                )
-            )
+        metrics.update(requested_fid(self.eval_model(), context))
         return metrics
 
     def on_train_epoch_end(self):
