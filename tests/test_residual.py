@@ -94,6 +94,18 @@ def test_fixed_point_inverse_reaches_its_tolerance(name):
     assert (back - x).abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_float32_inverse_stops_at_what_float32_resolves(name):
+    """A tolerance below float32's resolution (1e-10) is raised to 16 eps max(1, max|z|): the
+    inverse of a float32 block converges instead of raising (it raised on every block before)."""
+    block = built(name).float()
+    z = block(16 * torch.randn(4, 2, 4, 4, dtype=torch.float32))[0]
+    with torch.no_grad():
+        block.inverse(z)
+    resolution = 16 * torch.finfo(torch.float32).eps * float(z.abs().max())
+    assert block.last_inverse["change"] <= resolution
+
+
 def test_a_non_contractive_g_is_reported_by_the_inverse():
     block = built("iresnet")
     for module in block.modules():

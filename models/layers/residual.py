@@ -185,7 +185,8 @@ class DenseNet(nn.Module):
 class ResidualBlock(Bijection):
     """y = x + g(x), g contractive. x, y [B, C, H, W]; logdet [B] = log det(I + J_g(x)), by
     ``logdet_mode`` (module docstring); inverse by the fixed-point iteration x <- y - g(x) until
-    max |change| <= ``tol`` (a `RuntimeError` naming the reached change after ``max_iter``).
+    max |change| <= ``tol`` or the dtype's resolution (`tolerance`); a `RuntimeError` naming the
+    reached change after ``max_iter``.
 
     Args:
         net: g, a module [B, C, H, W] -> [B, C, H, W] with Lipschitz constant < 1.
@@ -260,19 +261,26 @@ class ResidualBlock(Bijection):
             return 1.0
         return (1.0 - self.p) ** (k - self.terms)
 
+    def tolerance(self, z: Tensor) -> float:
+        """``tol``, or what the dtype can resolve when that is larger: 16 eps max(1, max|z|)
+        (float32 cannot reach 1e-10)."""
+        scale = max(1.0, float(z.detach().abs().max())) if z.numel() else 1.0
+        return max(self.tol, 16 * torch.finfo(z.dtype).eps * scale)
+
     def inverse(self, z: Tensor) -> Tensor:
         """The fixed point of x = z - g(x). With gradients enabled the iteration is unrolled:
         its derivative sum_j (-J_g)^j converges to (I + J_g)^-1 as the value converges."""
         x, change = z.clone(), float("inf")
+        tol = self.tolerance(z)
         for step in range(1, self.max_iter + 1):
             new = z - self.net(x)
             change = float((new - x).detach().abs().max()) if new.numel() else 0.0
             x = new
-            if change <= self.tol:
+            if change <= tol:
                 self.last_inverse = {"iterations": step, "change": change}
                 return x
         raise RuntimeError(
-            f"{type(self).__name__}: the fixed-point inverse did not reach tol {self.tol:g} in "
+            f"{type(self).__name__}: the fixed-point inverse did not reach tol {tol:g} in "
             f"{self.max_iter} iterations (last change {change:.3g}); is g contractive?"
         )
 
