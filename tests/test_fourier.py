@@ -137,3 +137,18 @@ def test_singular_layers_raise_clearly():
         woodbury.channel_v.fill_(-0.5)  # I + V U = 1 - 1 = 0
     with pytest.raises(ValueError, match="singular"):
         woodbury(torch.randn(1, 2, 2, 2))
+
+
+def test_ffts_never_pass_an_empty_batch_to_torch():
+    """Some MKL builds raise on zero-size FFTs: the layers' FFTs transform one zero example
+    instead and return an empty batch of the right shape."""
+    from models.layers.fourier import _batch_safe
+
+    def strict_rfft2(x, **kwargs):
+        assert x.numel() > 0, "an empty tensor reached the FFT"
+        return torch.fft.rfft2(x, **kwargs)
+
+    out = _batch_safe(strict_rfft2)(torch.zeros(0, 2, 4, 6))
+    assert out.shape == (0, 2, 4, 4) and out.dtype == torch.complex128
+    full = _batch_safe(strict_rfft2)(torch.ones(1, 2, 4, 6))
+    torch.testing.assert_close(full, torch.fft.rfft2(torch.ones(1, 2, 4, 6)))

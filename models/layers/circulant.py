@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from models.core import Bijection, check_image
-from models.layers.fourier import EPS, clamp_magnitude, rfft_multiplicity
+from models.layers.fourier import EPS, clamp_magnitude, irfft, rfft, rfft_multiplicity
 
 
 class CirculantDiagonal(Bijection):
@@ -48,7 +48,7 @@ class CirculantDiagonal(Bijection):
 
     def spectra(self) -> Tensor:
         """[m-1, C//2+1] rfft of the (normalised, clamped) circulant first columns."""
-        spec = torch.fft.rfft(self.circulants, dim=-1)
+        spec = rfft(self.circulants, dim=-1)
         if self.spectral_norm:
             spec = spec / spec.abs().amax(dim=-1, keepdim=True).clamp_min(1e-30)
         return clamp_magnitude(spec, self.eps)
@@ -70,7 +70,7 @@ class CirculantDiagonal(Bijection):
         d, spec = self.diagonals(), self.spectra()
         v = v * d[self.m - 1]
         for j in reversed(range(self.m - 1)):
-            v = torch.fft.irfft(torch.fft.rfft(v, dim=-1) * spec[j], n=self.channels, dim=-1)
+            v = irfft(rfft(v, dim=-1) * spec[j], n=self.channels, dim=-1)
             v = v * d[j]
         logdet = x.shape[2] * x.shape[3] * self.logdet_per_pixel()
         return v.permute(0, 3, 1, 2), logdet.expand(x.shape[0])
@@ -81,7 +81,7 @@ class CirculantDiagonal(Bijection):
         d, spec = self.diagonals(), self.spectra()
         for j in range(self.m - 1):
             v = v / d[j]
-            v = torch.fft.irfft(torch.fft.rfft(v, dim=-1) / spec[j], n=self.channels, dim=-1)
+            v = irfft(rfft(v, dim=-1) / spec[j], n=self.channels, dim=-1)
         v = v / d[self.m - 1]
         return v.permute(0, 3, 1, 2)
 

@@ -15,6 +15,7 @@ a singular frequency block instead.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,6 +25,26 @@ from torch import Tensor, nn
 from models.core import Bijection, check_image, split_channels, zero_logdet
 
 EPS = 1e-4
+
+
+def _batch_safe(transform):
+    """``transform`` (a `torch.fft` function of x [B, ...]) that also takes an empty batch:
+    some MKL builds of torch raise "Inconsistent configuration parameters" on zero-size
+    inputs, so an empty batch is transformed as one zero example of which none is kept."""
+
+    @functools.wraps(transform)
+    def safe(x: Tensor, *args, **kwargs) -> Tensor:
+        if x.dim() > 1 and x.shape[0] == 0 and math.prod(x.shape[1:]) > 0:
+            return transform(x.new_zeros((1, *x.shape[1:])), *args, **kwargs)[:0]
+        return transform(x, *args, **kwargs)
+
+    return safe
+
+
+# The FFTs every Fourier-domain layer uses, batch-size-0 safe.
+fft, ifft = _batch_safe(torch.fft.fft), _batch_safe(torch.fft.ifft)
+rfft, irfft = _batch_safe(torch.fft.rfft), _batch_safe(torch.fft.irfft)
+rfft2, irfft2 = _batch_safe(torch.fft.rfft2), _batch_safe(torch.fft.irfft2)
 
 
 def rfft_multiplicity(n: int, like: Tensor) -> Tensor:
@@ -65,7 +86,7 @@ def place_kernel(kernel: Tensor, h: int, w: int) -> Tensor:
 
 def circular_response(kernel: Tensor, h: int, w: int) -> Tensor:
     """rfft2 of the placed kernel: [..., h, w//2 + 1] complex frequency response."""
-    return torch.fft.rfft2(place_kernel(kernel, h, w))
+    return rfft2(place_kernel(kernel, h, w))
 
 
 class CircularConv2d(Bijection):
@@ -115,21 +136,21 @@ class CircularConv2d(Bijection):
         check_image(x, self.channels, type(self).__name__)
         h, w = x.shape[2:]
         resp = self.response(h, w)
-        z = torch.fft.irfft2(torch.fft.rfft2(x) * resp, s=(h, w))
+        z = irfft2(rfft2(x) * resp, s=(h, w))
         logdet = (torch.log(resp.abs()) * rfft_weights(h, w, x)).sum()
         return z, logdet.expand(x.shape[0])
 
     def inverse(self, z: Tensor) -> Tensor:
         check_image(z, self.channels, f"{type(self).__name__}.inverse")
         h, w = z.shape[2:]
-        return torch.fft.irfft2(torch.fft.rfft2(z) / self.response(h, w), s=(h, w))
+        return irfft2(rfft2(z) / self.response(h, w), s=(h, w))
 
 
 def dct(x: Tensor) -> Tensor:
     """Orthonormal DCT-II along the last axis via one FFT (Makhoul's reordering)."""
     n = x.shape[-1]
     v = torch.cat([x[..., ::2], x[..., 1::2].flip(-1)], dim=-1)
-    spectrum = torch.fft.fft(v)
+    spectrum = fft(v)
     k = torch.arange(n, device=x.device, dtype=x.dtype)
     twiddle = torch.exp(-1j * math.pi * k / (2 * n))
     out = (spectrum * twiddle).real
@@ -147,7 +168,7 @@ def idct(coefficients: Tensor) -> Tensor:
     c = coefficients / scale
     c_rev = torch.cat([torch.zeros_like(c[..., :1]), c[..., 1:].flip(-1)], dim=-1)  # c_{N-k}
     spectrum = torch.complex(c, -c_rev) * torch.exp(1j * math.pi * k / (2 * n))
-    v = torch.fft.ifft(spectrum).real
+    v = ifft(spectrum).real
     half = (n + 1) // 2
     out = torch.empty_like(v)
     out[..., ::2] = v[..., :half]
@@ -325,9 +346,9 @@ class CONFCoupling(Bijection):
     def _apply_conv(self, x: Tensor, resp: Tensor, inverse: bool) -> Tensor:
         h, w = x.shape[-2:]
         if self.conv == "circular":
-            spec = torch.fft.rfft2(x)
+            spec = rfft2(x)
             spec = spec / resp if inverse else spec * resp
-            return torch.fft.irfft2(spec, s=(h, w))
+            return irfft2(spec, s=(h, w))
         coeff = dct2(x)
         return idct2(coeff / resp if inverse else coeff * resp)
 
@@ -371,15 +392,15 @@ def periodic_blocks(weight: Tensor, h: int, w: int) -> Tensor:
     """[H, W//2+1, C_out, C_in] complex blocks of the circularly padded cross-correlation with
     ``weight`` [C_out, C_in, k, k] (k odd) on h x w images: z_f = W_f x_f."""
     filt = place_kernel(weight.flip(2, 3), h, w)  # correlation = convolution with the flip
-    return torch.fft.rfft2(filt).permute(2, 3, 0, 1)
+    return rfft2(filt).permute(2, 3, 0, 1)
 
 
 def periodic_conv_inverse(z: Tensor, weight: Tensor) -> Tensor:
     """x with conv2d(circular_pad(x), weight) = z, by one C x C solve per frequency."""
     h, w = z.shape[2:]
-    spec = torch.fft.rfft2(z).permute(2, 3, 1, 0)  # [H, W', C, B]
+    spec = rfft2(z).permute(2, 3, 1, 0)  # [H, W', C, B]
     x_spec = torch.linalg.solve(periodic_blocks(weight, h, w), spec).permute(3, 2, 0, 1)
-    return torch.fft.irfft2(x_spec, s=(h, w))
+    return irfft2(x_spec, s=(h, w))
 
 
 class PeriodicConv2d(Bijection):

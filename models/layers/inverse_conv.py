@@ -47,6 +47,7 @@ from models.core import (
     dense_matrix,
     zero_logdet,
 )
+from models.layers.fourier import irfft2, rfft2
 
 SOLVERS = ("wavefront", "rows", "power_series", "dense")
 # Needs triton: CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (`inverse_conv_triton`).
@@ -273,18 +274,18 @@ def inverse_kernel_spectrum(weight: Tensor, h: int, w: int) -> Tensor:
     c = weight.shape[0]
     size = (2 * h, 2 * w)
     series = weight.flip(2, 3)[:, :, :h, :w]  # A_s at offset s
-    k_hat = _to_freq(torch.fft.rfft2(series, s=size))
+    k_hat = _to_freq(rfft2(series, s=size))
     eye = torch.eye(c, dtype=weight.dtype, device=weight.device)
     inv = weight.new_zeros(c, c, h, w)
     inv[:, :, 0, 0] = torch.linalg.inv(weight[:, :, -1, -1])
     steps = math.ceil(math.log2(max(h + w - 1, 2))) + 1
     for _ in range(steps):
-        inv_hat = _to_freq(torch.fft.rfft2(inv, s=size))
+        inv_hat = _to_freq(rfft2(inv, s=size))
         residual = _from_freq(-k_hat @ inv_hat, size)[:, :, :h, :w]
         residual[:, :, 0, 0] += eye
-        res_hat = _to_freq(torch.fft.rfft2(residual, s=size))
+        res_hat = _to_freq(rfft2(residual, s=size))
         inv = inv + _from_freq(inv_hat @ res_hat, size)[:, :, :h, :w]
-    return _to_freq(torch.fft.rfft2(inv, s=size))
+    return _to_freq(rfft2(inv, s=size))
 
 
 def _to_freq(spectrum: Tensor) -> Tensor:
@@ -298,7 +299,7 @@ def _from_freq(matrices: Tensor, size: tuple[int, int]) -> Tensor:
     n1, n2 = size
     c0, c1 = matrices.shape[1:]
     spectrum = matrices.permute(1, 2, 0).reshape(c0, c1, n1, n2 // 2 + 1)
-    return torch.fft.irfft2(spectrum, s=size)
+    return irfft2(spectrum, s=size)
 
 
 def apply_spectrum(y: Tensor, spectrum: Tensor, adjoint: bool = False) -> Tensor:
@@ -306,10 +307,10 @@ def apply_spectrum(y: Tensor, spectrum: Tensor, adjoint: bool = False) -> Tensor
     (or its adjoint, the anti-causal correlation with the transposed kernel), cropped to H x W."""
     b, c, h, w = y.shape
     size = (2 * h, 2 * w)
-    y_hat = torch.fft.rfft2(y, s=size).flatten(2).permute(2, 1, 0).contiguous()  # [F,C,B]
+    y_hat = rfft2(y, s=size).flatten(2).permute(2, 1, 0).contiguous()  # [F,C,B]
     mat = spectrum.conj().transpose(1, 2).contiguous() if adjoint else spectrum
     x_hat = (mat @ y_hat).permute(2, 1, 0).reshape(b, c, size[0], size[1] // 2 + 1)
-    return torch.fft.irfft2(x_hat, s=size)[:, :, :h, :w]
+    return irfft2(x_hat, s=size)[:, :, :h, :w]
 
 
 def dense_operator(weight: Tensor, h: int, w: int) -> Tensor:
