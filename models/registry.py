@@ -16,6 +16,7 @@ from torch import nn
 
 from models.core import ElementwiseShift, Flow, Logit, Scale, Shift
 from models.flows.conf import conf
+from models.flows.ffjord import ffjord
 from models.flows.glow import glow, realnvp
 from models.flows.iconvnet import iconvnet
 from models.flows.inverse_flow import (
@@ -35,6 +36,7 @@ from models.flows.structured import butterflyflow, cdflow, woodbury_glow
 from models.layers.autoregressive import MaskedRowConvFlow, MintNetLayer
 from models.layers.butterfly import ButterflyLayer
 from models.layers.circulant import CirculantDiagonal
+from models.layers.cnf import ffjord_block
 from models.layers.emerging import ConvExponential, emerging_conv
 from models.layers.fourier import (
     CheckerboardDownsample,
@@ -216,6 +218,10 @@ MODELS.update(
     }
 )
 
+# FFJORD (i-ConvNet Table 2, CIFAR-10): the authors' CIFAR-10 configuration (4 scales, 14 CNFs
+# of hidden widths 64, 64, 64; 1.36M parameters); no paper prints its size.
+MODELS["ffjord_cifar10"] = partial(ffjord, input_shape=CIFAR_SHAPE)
+
 # Inverse-Flow Table 4: SNF's 9-layer linear MNIST flows.
 for _kind in LINEAR_LAYERS:
     MODELS[f"{_kind}_mnist_linear9"] = partial(linear_flow, kind=_kind, input_shape=MNIST_SHAPE)
@@ -225,14 +231,13 @@ def count_params(model: nn.Module) -> int:
     """Number of parameter entries that influence the output.
 
     A module may declare ``parameter_masks() -> {name: mask}`` for its own parameters; only the
-    nonzero entries of a mask are counted (masked and fixed entries are not parameters).
+    nonzero entries of a mask are counted (masked and fixed entries are not parameters). Frozen
+    parameters count: an EMA copy (``requires_grad`` off) has the size of the model it averages.
     """
     total = 0
     for module in model.modules():
         masks = module.parameter_masks() if hasattr(module, "parameter_masks") else {}
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
             total += int(masks[name].count_nonzero()) if name in masks else param.numel()
     return total
 
@@ -253,6 +258,9 @@ def randomize(module: nn.Module, scale: float = 0.1, seed: int = 0) -> nn.Module
 
 def _example(factory: Callable[[], nn.Module], scale: float = 0.1) -> Callable[[], nn.Module]:
     return lambda: randomize(factory(), scale)
+
+
+EXACT_CNF = dict(trace="exact", rtol=1e-12, atol=1e-12)
 
 
 def layer_examples() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]]:
@@ -354,4 +362,13 @@ def layer_examples() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]
             _example(lambda: idensenet_block(2, 4, 2, logdet_mode="exact", tol=1e-13)),
             (2, 3, 3),
         ),
+        # FFJORD's CNF with the exact trace, solved to 1e-12 (estimator: tests/test_cnf.py);
+        # backpropagating through the solver and by the adjoint ODE.
+        **{
+            name: (
+                _example(partial(ffjord_block, 1, (3,), **EXACT_CNF, adjoint=a), 0.5),
+                (1, 2, 2),
+            )
+            for name, a in (("ffjord_cnf", False), ("ffjord_cnf_adjoint", True))
+        },
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -77,6 +79,14 @@ def test_structured_models_match_published_sizes(name):
     assert abs(n / target - 1) < tolerance, n
 
 
+def test_an_ema_copy_counts_as_the_model_it_averages():
+    """`python -m bench time` times the EMA weights of the residual-flow rows: their parameter
+    count is the model's, not 0 (the copy's parameters do not require grad)."""
+    model = MODELS["iresnet_galaxy"](levels=1, steps=1, width=4)
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    assert count_params(frozen) == count_params(model) > 0
+
+
 def test_snf_linear_counts_conv_and_learned_inverse():
     snf = count_params(MODELS["snf_mnist_linear9"]())
     exact = count_params(MODELS["exact_mnist_linear9"]())
@@ -94,6 +104,7 @@ SMALL = {
     "made": dict(hidden=(4,)),
     "maf": dict(layers=2, hidden=(4,)),
     "idensenet": dict(steps=1, growth=2, depth=1),
+    "ffjord": dict(blocks=1, hidden=(4,), rtol=1e-7, atol=1e-7),
 }
 
 
