@@ -115,6 +115,17 @@ class MultiscaleLevel(Bijection):
     flat latent of the inner levels. The last level (``inner=None``) has no split and flattens.
     logdet = sum of the steps' logdets + the split's + the inner levels'. ``shape`` is (C, H, W)
     after the squeeze.
+
+    Args:
+        steps: the bijections after the squeeze, at ``shape``.
+        shape: (C, H, W) after the squeeze.
+        inner: the next level (on the kept channels), or None for the last level.
+        squeeze: squeeze first (2x2 space to channels).
+        split_prior: the factored-out half gets Glow's learned conditional prior
+            (`GaussianSplit`); False factors it out to the standard normal as is (Real NVP,
+            FFJORD).
+        before_squeeze: bijections applied before the squeeze, at the unsqueezed shape (FFJORD's
+            levels have blocks on both sides of the squeeze).
     """
 
     def __init__(
@@ -123,15 +134,22 @@ class MultiscaleLevel(Bijection):
         shape: tuple[int, int, int],
         inner: MultiscaleLevel | None = None,
         squeeze: bool = True,
+        split_prior: bool = True,
+        before_squeeze: Sequence[Bijection] = (),
     ):
         super().__init__()
+        self.before_squeeze = Compose(before_squeeze) if before_squeeze else None
         self.squeeze = Squeeze() if squeeze else None
         self.steps = Compose(steps)
         self.shape = tuple(shape)
         self.inner = inner
-        self.split = GaussianSplit(shape[0]) if inner is not None else None
+        self.keep = split_channels(shape[0])[0]
+        self.split = GaussianSplit(shape[0]) if inner is not None and split_prior else None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logdet = zero_logdet(x)
+        if self.before_squeeze is not None:
+            x, logdet = self.before_squeeze(x)
         if self.squeeze is not None:
             x, _ = self.squeeze(x)
         if tuple(x.shape[1:]) != self.shape:
@@ -139,29 +157,35 @@ class MultiscaleLevel(Bijection):
                 f"MultiscaleLevel expects [B, {', '.join(map(str, self.shape))}] after squeeze, "
                 f"got shape {tuple(x.shape)}"
             )
-        x, logdet = self.steps(x)
+        x, ld = self.steps(x)
+        logdet = logdet + ld
         if self.inner is None:
             return x.flatten(1), logdet
-        x, ld = self.split(x)
-        keep = self.split.keep
-        z_inner, ld_inner = self.inner(x[:, :keep])
-        return torch.cat([x[:, keep:].flatten(1), z_inner], dim=1), logdet + ld + ld_inner
+        if self.split is not None:
+            x, ld = self.split(x)
+            logdet = logdet + ld
+        z_inner, ld_inner = self.inner(x[:, : self.keep])
+        return torch.cat([x[:, self.keep :].flatten(1), z_inner], dim=1), logdet + ld_inner
 
     def inverse(self, z: Tensor) -> Tensor:
         c, h, w = self.shape
         if self.inner is None:
             x = z.reshape(-1, c, h, w)
         else:
-            keep = self.split.keep
-            n_out = (c - keep) * h * w
+            n_out = (c - self.keep) * h * w
             x1 = self.inner.inverse(z[:, n_out:])
-            x2 = z[:, :n_out].reshape(-1, c - keep, h, w)
-            x = self.split.inverse(torch.cat([x1, x2], dim=1))
+            x = torch.cat([x1, z[:, :n_out].reshape(-1, c - self.keep, h, w)], dim=1)
+            if self.split is not None:
+                x = self.split.inverse(x)
         x = self.steps.inverse(x)
-        return self.squeeze.inverse(x) if self.squeeze is not None else x
+        if self.squeeze is not None:
+            x = self.squeeze.inverse(x)
+        return self.before_squeeze.inverse(x) if self.before_squeeze is not None else x
 
     def auxiliary_loss(self) -> Tensor | None:
         parts = [self.steps.auxiliary_loss()]
+        if self.before_squeeze is not None:
+            parts.append(self.before_squeeze.auxiliary_loss())
         if self.inner is not None:
             parts.append(self.inner.auxiliary_loss())
         parts = [p for p in parts if p is not None]

@@ -64,7 +64,7 @@ from models.layers.residual import idensenet_block, iresnet_block, residual_flow
 from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.layers.spline import SplineActivation
 from models.layers.woodbury import Woodbury
-from models.multiscale import FlattenLatent, GaussianSplit, Squeeze, multiscale
+from models.multiscale import FlattenLatent, GaussianSplit, MultiscaleLevel, Squeeze, multiscale
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
@@ -272,6 +272,19 @@ def layer_examples() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]
             _example(
                 lambda: multiscale(
                     (2, 4, 4), 2, lambda shape, level: [ActNorm(shape[0]), InvConv1x1(shape[0])]
+                )
+            ),
+            (2, 4, 4),
+        ),
+        # FFJORD's level: steps on both sides of the squeeze, split to N(0, I) without a prior
+        "multiscale_level_plain_split": (
+            _example(
+                lambda: MultiscaleLevel(
+                    [ActNorm(8), InvConv1x1(8)],
+                    (8, 2, 2),
+                    inner=MultiscaleLevel([ActNorm(4)], (4, 2, 2), squeeze=False),
+                    split_prior=False,
+                    before_squeeze=[ActNorm(2), InvConv1x1(2)],
                 )
             ),
             (2, 4, 4),
