@@ -207,6 +207,43 @@ def test_cli_fit_then_test_then_time_append_records(tmp_path):
     assert checkpoint_step(last) == 12  # saved where training stopped, mid-epoch (8 per epoch)
 
 
+@pytest.mark.parametrize(
+    "model, kwargs",
+    [
+        ("ffjord_cifar10", {"hidden": [4], "blocks": 1, "rtol": 1e-3, "atol": 1e-3}),
+        ("iresnet_cifar10", {"levels": 2, "steps": 1, "width": 4}),
+    ],
+)
+def test_models_whose_density_needs_autograd_validate_test_and_time(tmp_path, model, kwargs):
+    """FFJORD's trace and the residual flows' logdet series differentiate inside evaluation:
+    Lightning's default inference mode refused that (validation failed before training)."""
+    config = write_config(
+        tmp_path,
+        model=model,
+        model_kwargs={"input_shape": [1, 8, 8], **kwargs},
+        trainer={
+            "max_steps": 2,
+            "max_epochs": -1,
+            "limit_val_batches": 1,
+            "limit_test_batches": 1,
+            "enable_progress_bar": False,
+        },
+        evaluate={"st_runs": 1, "ft_runs": 1, "per_sample_calls": 0},
+    )
+    common = [
+        "--config",
+        str(config),
+        "--results_dir",
+        str(tmp_path / "results"),
+        "--work_dir",
+        str(tmp_path / "outputs"),
+    ]
+    assert cli("fit", *common) == 0
+    (record,) = read_records(tmp_path / "results" / "runs" / "pipeline_test.jsonl")
+    assert record["metrics"]["logdet_estimated"] == 1 and record["steps"] == 2
+    assert record["metrics"]["params_m"] > 0 and record["metrics"]["bpd"] > 0
+
+
 def test_cli_resume_continues_from_last_checkpoint(tmp_path):
     config = write_config(tmp_path)
     common = [

@@ -125,8 +125,14 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
     callbacks = [best, CurveRecorder(), SaveLastStep(checkpoints / "last.ckpt")]
     if task.timed and config["evaluate"]["timing"]:
         callbacks.append(TimingCallback(config))
+    # inference_mode=False: validation and test run under no_grad instead, where models whose
+    # density needs autograd (FFJORD's trace, the residual flows' logdet series) can enable it.
     return pl.Trainer(
-        default_root_dir=str(directory), logger=logger, callbacks=callbacks, **options
+        default_root_dir=str(directory),
+        logger=logger,
+        callbacks=callbacks,
+        inference_mode=False,
+        **options,
     )
 
 
