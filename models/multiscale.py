@@ -146,17 +146,23 @@ class MultiscaleLevel(Bijection):
         self.keep = split_channels(shape[0])[0]
         self.split = GaussianSplit(shape[0]) if inner is not None and split_prior else None
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the level's input: ``shape`` before the squeeze."""
+        c, h, w = self.shape
+        return (c // 4, 2 * h, 2 * w) if self.squeeze is not None else self.shape
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"MultiscaleLevel expects [B, {', '.join(map(str, self.input_shape))}], "
+                f"got shape {tuple(x.shape)}"
+            )
         logdet = zero_logdet(x)
         if self.before_squeeze is not None:
             x, logdet = self.before_squeeze(x)
         if self.squeeze is not None:
             x, _ = self.squeeze(x)
-        if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(
-                f"MultiscaleLevel expects [B, {', '.join(map(str, self.shape))}] after squeeze, "
-                f"got shape {tuple(x.shape)}"
-            )
         x, ld = self.steps(x)
         logdet = logdet + ld
         if self.inner is None:

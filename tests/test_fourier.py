@@ -152,3 +152,11 @@ def test_ffts_never_pass_an_empty_batch_to_torch():
     assert out.shape == (0, 2, 4, 4) and out.dtype == torch.complex128
     full = _batch_safe(strict_rfft2)(torch.ones(1, 2, 4, 6))
     torch.testing.assert_close(full, torch.fft.rfft2(torch.ones(1, 2, 4, 6)))
+
+
+def test_an_empty_batch_keeps_its_autograd_graph_through_the_ffts():
+    from models.layers.fourier import irfft2, rfft2
+
+    x = torch.zeros(0, 2, 4, 6, requires_grad=True)
+    irfft2(rfft2(x), s=(4, 6)).sum().backward()
+    assert x.grad.shape == x.shape

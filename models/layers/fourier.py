@@ -35,7 +35,8 @@ def _batch_safe(transform):
     @functools.wraps(transform)
     def safe(x: Tensor, *args, **kwargs) -> Tensor:
         if x.dim() > 1 and x.shape[0] == 0 and math.prod(x.shape[1:]) > 0:
-            return transform(x.new_zeros((1, *x.shape[1:])), *args, **kwargs)[:0]
+            padded = torch.cat([x, x.new_zeros((1, *x.shape[1:]))])  # keeps the graph to x
+            return transform(padded, *args, **kwargs)[:0]
         return transform(x, *args, **kwargs)
 
     return safe
