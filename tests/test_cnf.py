@@ -4,13 +4,23 @@ floor of the tolerances, the multiscale architecture and its size, training."""
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import pytest
 import torch
 
 from models.flows.ffjord import ffjord, ffjord_scales
-from models.layers.cnf import CNF, RESOLVABLE_TOL_EPS, ODENet, exact_trace, ffjord_block
+from models.layers import cnf
+from models.layers.cnf import (
+    CNF,
+    RESOLVABLE_TOL_EPS,
+    ODENet,
+    exact_trace,
+    ffjord_block,
+    hutchinson_trace,
+    rademacher_like,
+)
 from models.registry import MODELS, count_params, randomize
 
 
@@ -25,20 +35,58 @@ def test_exact_trace_is_the_trace_of_the_dense_jacobian():
         torch.testing.assert_close(trace[b], jac.reshape(12, 12).trace(), rtol=0, atol=1e-12)
 
 
-def test_hutchinson_logdet_is_unbiased():
-    """The mean of the Rademacher estimate over many solves is the exact logdet, within four
-    standard errors of the mean."""
+def all_signs(shape: tuple[int, ...]) -> torch.Tensor:
+    """Every +-1 vector of ``shape`` [2^D, *shape]: E[e e^T] = I exactly over them."""
+    d = math.prod(shape)
+    bits = (torch.arange(2**d)[:, None] >> torch.arange(d)) & 1
+    return (bits * 2 - 1).to(torch.float64).reshape(2**d, *shape)
+
+
+def test_hutchinson_trace_averages_to_the_trace_over_all_sign_vectors():
     torch.manual_seed(0)
-    layer = randomize(ffjord_block(2, (6,), trace="exact", rtol=1e-6, atol=1e-6), 0.5)
+    net = randomize(ODENet(1, (5,)), 0.5).double()
+    signs = all_signs((1, 2, 2))
+    z = torch.randn(1, 1, 2, 2, dtype=torch.float64).expand(len(signs), -1, -1, -1)
+    z = z.clone().requires_grad_(True)
+    t = torch.tensor(0.4, dtype=torch.float64)
+    dz = net(t, z)
+    exact = exact_trace(dz, z, create_graph=False)
+    estimates = hutchinson_trace(dz, z, signs, create_graph=False)
+    assert estimates.std() > 0.1  # each one is off
+    torch.testing.assert_close(estimates.mean(), exact[0], rtol=0, atol=1e-12)
+
+
+def test_hutchinson_logdet_over_all_sign_vectors_is_the_exact_logdet(monkeypatch):
+    """The layer draws one noise per solve (a sign vector, by `rademacher_like`) and integrates
+    e^T J e with it: averaged over all 2^D sign vectors that is the exact logdet, to the
+    solver's tolerance."""
+    torch.manual_seed(0)
+    layer = randomize(ffjord_block(1, (4,), trace="exact", rtol=1e-11, atol=1e-11), 0.5)
     layer = layer.double().eval()
-    x = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    x = torch.randn(1, 1, 2, 2, dtype=torch.float64)
+    signs = iter(all_signs((1, 1, 2, 2)))
+    drawn = []
+
+    def next_signs(like):
+        drawn.append(next(signs))
+        return drawn[-1]
+
+    monkeypatch.setattr(cnf, "rademacher_like", next_signs)
     with torch.no_grad():
         _, exact = layer(x)
         layer.trace = "hutchinson"
-        draws = torch.stack([layer(x)[1] for _ in range(200)])
-    assert layer.logdet_estimated and draws.std(0).min() > 1e-3  # it is random
-    stderr = draws.std(0) / draws.shape[0] ** 0.5
-    assert ((draws.mean(0) - exact).abs() < 4 * stderr).all(), (draws.mean(0), exact, stderr)
+        estimates = torch.cat([layer(x)[1] for _ in range(16)])
+        layer.inverse(x)  # the inverse integrates no trace: no noise
+    assert len(drawn) == 16 and layer.logdet_estimated
+    assert estimates.std() > 0.1
+    torch.testing.assert_close(estimates.mean(), exact[0], rtol=0, atol=1e-8)
+
+
+def test_rademacher_noise_is_plus_or_minus_one():
+    x = torch.zeros(4000, dtype=torch.float32)
+    e = rademacher_like(x)
+    assert e.dtype == x.dtype and set(e.unique().tolist()) == {-1.0, 1.0}
+    assert abs(e.mean().item()) < 0.1
 
 
 def test_the_solve_reaches_its_tolerance():
@@ -142,3 +190,17 @@ def test_adjoint_gradients_use_each_solves_own_noise():
         (layer(x)[1].sum() + layer(2 * x)[1].sum()).backward()
         grads.append(torch.cat([p.grad.flatten() for p in layer.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
+def test_non_finite_input_and_a_failed_solve_get_one_clear_line():
+    layer = ffjord_block(1, (2,))
+    x = torch.zeros(2, 1, 2, 2)
+    x[1, 0, 0, 0] = float("nan")
+    for call in (layer, layer.inverse):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            call(x)
+    with torch.no_grad():  # a net that explodes: the solver's step underflows
+        for p in layer.parameters():
+            p.fill_(40.0)
+    with pytest.raises(RuntimeError, match="CNF: the dopri5 solve failed"):
+        layer(torch.ones(1, 1, 2, 2))

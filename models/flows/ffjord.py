@@ -5,13 +5,15 @@ at (C, H, W), a squeeze, ``blocks`` CNFs at (4C, H/2, W/2), then half the channe
 out to the standard normal; the last scale (side 4 on CIFAR-10) is ``blocks`` CNFs. On 3x32x32:
 4 scales, 14 CNFs, each an `ODENet` with hidden widths (64, 64, 64), 1.36M parameters.
 Preprocessing: dequantize, scale to [0, 1), logit with alpha 1e-6 (the authors' train_cnf.py
-default, which overrides the 0.05 of their ODE-NVP class).
+default, which overrides the 0.05 of their ODE-NVP class). T = 1 in every CNF: the authors' end
+time is a parameter whose gradient their code cuts (`torch.tensor` of it), so it stays 1.
 
 References:
     Grathwohl, Chen, Bettencourt, Sutskever & Duvenaud, "FFJORD: Free-form Continuous Dynamics
-        for Scalable Reversible Generative Models", ICLR 2019 (arXiv:1810.01367); the CIFAR-10
-        command of its code: ``--dims 64,64,64 --num_blocks 2 --layer_type concat --multiscale
-        True --rademacher True`` (dopri5, atol = rtol = 1e-5, adjoint gradients).
+        for Scalable Reversible Generative Models", ICLR 2019 (arXiv:1810.01367); the image
+        command of its code (rtqichen/ffjord@994864a README): ``--dims 64,64,64 --strides
+        1,1,1,1 --num_blocks 2 --layer_type concat --multiscale True --rademacher True``
+        (dopri5, atol = rtol = 1e-5, adjoint gradients).
 """
 
 from __future__ import annotations

@@ -99,6 +99,18 @@ def exact_trace(dz: Tensor, z: Tensor, create_graph: bool) -> Tensor:
     return trace
 
 
+def check_finite(x: Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` for NaN or inf values: an adaptive solver would
+    shrink its step to nothing and fail on every example of the batch."""
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name}: the input has NaN or inf values")
+
+
+def rademacher_like(x: Tensor) -> Tensor:
+    """Independent signs +-1 (probability 1/2 each) of x's shape, dtype and device."""
+    return torch.randint_like(x, 2) * 2 - 1
+
+
 def hutchinson_trace(dz: Tensor, z: Tensor, noise: Tensor, create_graph: bool) -> Tensor:
     """e^T (d dz / d z) e per example [B]: an unbiased estimate of the trace for E[e e^T] = I."""
     (vjp,) = torch.autograd.grad(dz, z, noise, create_graph=create_graph)
@@ -195,29 +207,37 @@ class CNF(Bijection):
     def _solve(self, x: Tensor, start: float, end: float, with_trace: bool):
         """Integrate (x, 0) from ``start`` to ``end``: (state at end, integral of the trace)."""
         noise = None
-        if with_trace and self.trace == "hutchinson":  # Rademacher noise, one per solve
-            noise = torch.randint_like(x, 2) * 2 - 1
+        if with_trace and self.trace == "hutchinson":  # one noise per solve
+            noise = rademacher_like(x)
         dynamics = CNFDynamics(self.net, self.trace, noise, with_trace, torch.is_grad_enabled())
         times = torch.tensor([start, end], dtype=x.dtype, device=x.device)
         floor = RESOLVABLE_TOL_EPS * torch.finfo(x.dtype).eps  # float32 cannot reach 1e-12
         options = dict(rtol=max(self.rtol, floor), atol=max(self.atol, floor), method=self.solver)
         state = (x, x.new_zeros(x.shape[0]))
-        if self.adjoint and torch.is_grad_enabled():
-            params = tuple(p for p in self.net.parameters() if p.requires_grad)
-            solution = odeint_adjoint(dynamics, state, times, adjoint_params=params, **options)
-        else:
-            solution = odeint(dynamics, state, times, **options)
+        try:
+            if self.adjoint and torch.is_grad_enabled():
+                params = tuple(p for p in self.net.parameters() if p.requires_grad)
+                solution = odeint_adjoint(dynamics, state, times, adjoint_params=params, **options)
+            else:
+                solution = odeint(dynamics, state, times, **options)
+        except AssertionError as error:  # torchdiffeq's "underflow in dt"
+            raise RuntimeError(
+                f"CNF: the {self.solver} solve failed ({error}) at rtol {options['rtol']:.0e}, "
+                f"atol {options['atol']:.0e}: the dynamics are too stiff or not finite"
+            ) from error
         self.evaluations = dynamics.evaluations
         return tuple(s[-1] for s in solution)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_image(x, self.channels, "CNF")
+        check_finite(x, "CNF")
         if x.shape[0] == 0:
             return x, x.new_zeros(0)
         return self._solve(x, 0.0, self.time, with_trace=True)
 
     def inverse(self, z: Tensor) -> Tensor:
         check_image(z, self.channels, "CNF.inverse")
+        check_finite(z, "CNF.inverse")
         if z.shape[0] == 0:
             return z
         return self._solve(z, self.time, 0.0, with_trace=False)[0]
