@@ -161,6 +161,11 @@ def cli(*argv) -> int:
     return main(list(argv))
 
 
+def paths(config: Path, results: Path, work: Path) -> list[str]:
+    """The CLI arguments naming a row config, a results folder and a work folder."""
+    return ["--config", str(config), "--results_dir", str(results), "--work_dir", str(work)]
+
+
 def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -173,14 +178,7 @@ def check_record(record: dict) -> None:
 
 def test_cli_fit_then_test_then_time_append_records(tmp_path):
     config = write_config(tmp_path)
-    common = [
-        "--config",
-        str(config),
-        "--results_dir",
-        str(tmp_path / "results"),
-        "--work_dir",
-        str(tmp_path / "outputs"),
-    ]
+    common = paths(config, tmp_path / "results", tmp_path / "outputs")
     assert cli("fit", *common) == 0
     assert cli("test", *common) == 0
     assert cli("time", *common) == 0
@@ -230,14 +228,7 @@ def test_models_whose_density_needs_autograd_validate_test_and_time(tmp_path, mo
         },
         evaluate={"st_runs": 1, "ft_runs": 1, "per_sample_calls": 0},
     )
-    common = [
-        "--config",
-        str(config),
-        "--results_dir",
-        str(tmp_path / "results"),
-        "--work_dir",
-        str(tmp_path / "outputs"),
-    ]
+    common = paths(config, tmp_path / "results", tmp_path / "outputs")
     assert cli("fit", *common) == 0
     (record,) = read_records(tmp_path / "results" / "runs" / "pipeline_test.jsonl")
     assert record["metrics"]["logdet_estimated"] == 1 and record["steps"] == 2
@@ -246,14 +237,7 @@ def test_models_whose_density_needs_autograd_validate_test_and_time(tmp_path, mo
 
 def test_cli_resume_continues_from_last_checkpoint(tmp_path):
     config = write_config(tmp_path)
-    common = [
-        "--config",
-        str(config),
-        "--results_dir",
-        str(tmp_path / "r"),
-        "--work_dir",
-        str(tmp_path / "o"),
-    ]
+    common = paths(config, tmp_path / "r", tmp_path / "o")
     cli("fit", *common)
     cli("fit", *common, "--resume", "--set", "trainer.max_steps=20")
     records = read_records(tmp_path / "r" / "runs" / "pipeline_test.jsonl")
