@@ -40,10 +40,22 @@ class ImageTensorDataset(Dataset):
         return (*item, torch.tensor(index)) if self.with_index else item
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, number of processes) under torch.distributed, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class EpochSeededSampler(Sampler[int]):
     """A random permutation per epoch from ``seed + epoch`` (Lightning calls ``set_epoch``), so a
     run resumed from a checkpoint sees the same order an uninterrupted run would. ``start``:
-    the next iteration begins at that position of the epoch's permutation (then resets to 0)."""
+    the next iteration begins at that position of this process's indices (then resets to 0).
+
+    Under distributed training each of the W processes takes every W-th index of the epoch's
+    permutation (its last ``size % W`` indices dropped, so the shards are equal): the sampler
+    shards itself, and the trainer must not replace it (``use_distributed_sampler=False``).
+    """
 
     def __init__(self, size: int, seed: int = 0):
         self.size, self.seed, self.epoch, self.start = size, seed, 0, 0
@@ -52,12 +64,14 @@ class EpochSeededSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self):
+        rank, world = rank_and_world()
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=gen)[: len(self) * world][rank::world]
         start, self.start = self.start, 0
-        return iter(torch.randperm(self.size, generator=gen)[start:].tolist())
+        return iter(order[start:].tolist())
 
     def __len__(self) -> int:
-        return self.size
+        return self.size // rank_and_world()[1]
 
 
 class ResumableDataLoader(DataLoader):

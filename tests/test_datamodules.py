@@ -226,3 +226,26 @@ def test_a_failed_download_leaves_no_data_folder(tmp_path, monkeypatch):
     with pytest.raises(DataFileError, match="download failed"):
         MNISTDataModule(data_dir=tmp_path / "data").setup()
     assert not (tmp_path / "data").exists()
+
+
+def test_training_sampler_shards_itself_across_processes(monkeypatch):
+    """Under DDP each process takes every W-th index of the epoch's permutation (equal shards,
+    the remainder dropped); alone it yields the whole permutation; ``start`` skips within the
+    process's own shard (an exact resume on every rank)."""
+    from datamodules import base
+    from datamodules.base import EpochSeededSampler
+
+    sampler = EpochSeededSampler(10, seed=3)
+    sampler.set_epoch(2)
+    whole = list(sampler)
+    assert sorted(whole) == list(range(10)) and len(sampler) == 10
+    shards = []
+    for rank in range(3):
+        monkeypatch.setattr(base, "rank_and_world", lambda rank=rank: (rank, 3))
+        assert len(sampler) == 3
+        shards.append(list(sampler))
+        sampler.start = 1
+        assert list(sampler) == shards[-1][1:]
+    assert [i for shard in shards for i in shard] != whole  # interleaved, not blocks
+    assert sorted(i for shard in shards for i in shard) == sorted(whole[:9])
+    assert all(shard == whole[rank:9:3] for rank, shard in enumerate(shards))

@@ -127,11 +127,15 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
         callbacks.append(TimingCallback(config))
     # inference_mode=False: validation and test run under no_grad instead, where models whose
     # density needs autograd (FFJORD's trace, the residual flows' logdet series) can enable it.
+    # use_distributed_sampler=False: the training sampler shards itself across processes and
+    # keeps its place for an exact resume (datamodules.base.EpochSeededSampler); evaluation
+    # loaders are not sharded, every process evaluates the whole split (no padded duplicates).
     return pl.Trainer(
         default_root_dir=str(directory),
         logger=logger,
         callbacks=callbacks,
         inference_mode=False,
+        use_distributed_sampler=False,
         **options,
     )
 
