@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.core import Flow, image_preprocessing
+from models.core import Flow, image_preprocessing, split_channels
 from models.layers.cnf import ffjord_block
-from models.multiscale import MultiscaleLevel, Shape
+from models.multiscale import MultiscaleLevel, Shape, level_shapes
 
 
 def ffjord_scales(input_shape: Shape) -> int:
@@ -59,18 +59,16 @@ def ffjord(
     def cnfs(channels: int) -> list:
         return [ffjord_block(channels, hidden, **cnf_options) for _ in range(blocks)]
 
-    c, h, w = input_shape
-    shapes = []
-    for _ in range(scales - 1):
-        shapes.append((c, h, w))
-        c, h, w = 2 * c, h // 2, w // 2  # after the squeeze (4C) and the split (half kept)
-    inner = MultiscaleLevel(cnfs(c), (c, h, w), squeeze=False)
-    for c, h, w in reversed(shapes):
+    squeezed = level_shapes(input_shape, scales - 1)  # after each scale's squeeze
+    c, h, w = squeezed[-1] if squeezed else input_shape
+    last = (split_channels(c)[0], h, w) if squeezed else (c, h, w)  # the kept half, no squeeze
+    inner = MultiscaleLevel(cnfs(last[0]), last, squeeze=False)
+    for shape in reversed(squeezed):
         inner = MultiscaleLevel(
-            cnfs(4 * c),
-            (4 * c, h // 2, w // 2),
+            cnfs(shape[0]),
+            shape,
             inner=inner,
             split_prior=False,
-            before_squeeze=cnfs(c),
+            before_squeeze=cnfs(shape[0] // 4),
         )
     return Flow(inner, input_shape, image_preprocessing(logit_alpha))
