@@ -66,7 +66,8 @@ class EpochSeededSampler(Sampler[int]):
     def __iter__(self):
         rank, world = rank_and_world()
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.size, generator=gen)[: len(self) * world][rank::world]
+        order = torch.randperm(self.size, generator=gen)[: self.size // world * world]
+        order = order[rank::world]
         start, self.start = self.start, 0
         return iter(order[start:].tolist())
 

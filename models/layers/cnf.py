@@ -121,22 +121,19 @@ class CNFDynamics(nn.Module):
     """The augmented ODE (dz/dt, dlogdet/dt) = (f(t, z), tr(df/dz)) of one solve of `CNF`.
 
     Built per solve, so what a solve integrates (the trace mode, its noise, whether a graph is
-    built) cannot change between it and its adjoint backward pass. With ``with_trace`` off (the
+    built) cannot change between it and its adjoint backward pass. With ``trace`` None (the
     inverse) the second component is 0 and costs nothing.
     """
 
-    def __init__(
-        self, net: nn.Module, trace: str, noise: Tensor | None, with_trace: bool, create_graph: bool
-    ):
+    def __init__(self, net: nn.Module, trace: str | None, noise: Tensor | None, create_graph: bool):
         super().__init__()
-        self.net, self.trace, self.noise = net, trace, noise
-        self.with_trace, self.create_graph = with_trace, create_graph
+        self.net, self.trace, self.noise, self.create_graph = net, trace, noise, create_graph
         self.evaluations = 0
 
     def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         z, logdet = state
         self.evaluations += 1
-        if not self.with_trace:
+        if self.trace is None:
             return self.net(t, z), torch.zeros_like(logdet)
         # A graph through the solve is wanted when the caller asked for one and this evaluation
         # runs with grad on (not so in the adjoint method's forward solve).
@@ -206,10 +203,9 @@ class CNF(Bijection):
 
     def _solve(self, x: Tensor, start: float, end: float, with_trace: bool):
         """Integrate (x, 0) from ``start`` to ``end``: (state at end, integral of the trace)."""
-        noise = None
-        if with_trace and self.trace == "hutchinson":  # one noise per solve
-            noise = rademacher_like(x)
-        dynamics = CNFDynamics(self.net, self.trace, noise, with_trace, torch.is_grad_enabled())
+        trace = self.trace if with_trace else None
+        noise = rademacher_like(x) if trace == "hutchinson" else None  # one noise per solve
+        dynamics = CNFDynamics(self.net, trace, noise, torch.is_grad_enabled())
         times = torch.tensor([start, end], dtype=x.dtype, device=x.device)
         floor = RESOLVABLE_TOL_EPS * torch.finfo(x.dtype).eps  # float32 cannot reach 1e-12
         options = dict(rtol=max(self.rtol, floor), atol=max(self.atol, floor), method=self.solver)
