@@ -17,7 +17,7 @@ from models.core import (
 )
 from models.flows.glow import glow
 from models.layers.glow import ActNorm
-from models.multiscale import FlattenLatent, Squeeze
+from models.multiscale import FlattenLatent, MultiscaleLevel, Squeeze
 from models.registry import MODELS, count_params, randomize
 from tests.helpers import jacobian_logdet
 
@@ -164,3 +164,16 @@ def test_flow_refuses_inputs_other_than_float32_and_float64(dtype):
     with pytest.raises(UnsupportedDtypeError, match=rf"^Flow: {dtype} input is not supported"):
         flow.log_prob(x)
     assert torch.isfinite(flow.float().log_prob(x.float())).all()
+
+
+def test_multiscale_level_checks_its_input_before_running_any_step():
+    """A wrong input size is reported as the level's own input shape, before the steps ahead of
+    the squeeze run (FFJORD's there are ODE solves)."""
+    before = ActNorm(2)
+    calls = []
+    before.register_forward_hook(lambda *args: calls.append(1))
+    level = MultiscaleLevel([ActNorm(8)], (8, 2, 2), before_squeeze=[before])
+    with pytest.raises(ValueError, match=r"expects \[B, 2, 4, 4\], got shape \(1, 2, 6, 6\)"):
+        level(torch.zeros(1, 2, 6, 6))
+    assert not calls
+    assert level(torch.randn(3, 2, 4, 4))[0].shape == (3, 32) and calls
