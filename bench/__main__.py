@@ -21,6 +21,33 @@ from datamodules import DataFileError
 from models.slots import LayerSpecError
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse prints one line and exits 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_equal_budget(parser: argparse.ArgumentParser) -> None:
+    """``--seeds`` and ``--steps``: the equal-budget, multi-seed protocol (bench.protocol)."""
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=None,
+        help="train each row with seeds 0..N-1, one record per seed (default: the config's seed)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="every row trains exactly N optimizer steps (equal budget; warm-up capped at 10%%)",
+    )
+
+
 def _add_compare(sub) -> None:
     compare = sub.add_parser(
         "compare",
@@ -47,10 +74,14 @@ def _add_compare(sub) -> None:
     )
     compare.add_argument("--no-fit", action="store_true", help="parameters and layer timing only")
     compare.add_argument(
-        "--baselines",
-        action="store_true",
-        help="also fit, test and time the table's own rows on the same profile and data",
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="do not run the table's own rows under the compared row's conditions; show the "
+        "suite's committed records beside it instead (not ranked together)",
     )
+    compare.add_argument("--baselines", action="store_true", help=argparse.SUPPRESS)  # default
+    _add_equal_budget(compare)
     compare.set_defaults(func=commands.compare_command)
 
 
@@ -84,6 +115,7 @@ def _add_fit(sub) -> None:
     fit.add_argument("--devices", default=None)
     fit.add_argument("--num_nodes", "--num-nodes", type=int, default=None)
     fit.add_argument("--strategy", default=None, help="e.g. ddp")
+    _add_equal_budget(fit)
     fit.set_defaults(func=commands.row_command)
     test = sub.add_parser("test", help="test-set BPD/NLL of a row's checkpoint")
     _add_row_options(test)
@@ -209,8 +241,10 @@ def _add_tables(sub) -> None:
         "--budget-minutes",
         type=float,
         default=None,
-        help="time budget shared by the rows (training stops at half a share)",
+        help="time budget shared by the rows: becomes one step count for every row, from a few "
+        "timed steps of each (half the budget for training)",
     )
+    _add_equal_budget(tables)
     tables.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     tables.set_defaults(
         func=commands.run_tables_command,

@@ -33,14 +33,22 @@ def print_record(record: dict) -> None:
 
 
 def row_command(args: argparse.Namespace) -> int:
+    from bench.experiments.budget import run_overrides
     from bench.experiments.row import COMMANDS
 
-    config = load_config(args.config, args.profile, args.set)
-    record = COMMANDS[args.command](config, args)
-    print_record(record)
-    if record:
-        path = records.records_path(Path(args.results_dir), config["table"])
-        print(f"record appended to {path}")
+    seeds = range(args.seeds) if getattr(args, "seeds", None) else [None]
+    configs = [  # all validated before the first one trains
+        load_config(
+            args.config, args.profile, run_overrides(args.set, getattr(args, "steps", None), seed)
+        )
+        for seed in seeds
+    ]
+    for config in configs:
+        record = COMMANDS[args.command](config, args)
+        print_record(record)
+        if record:
+            path = records.records_path(Path(args.results_dir), config["table"])
+            print(f"record appended to {path}")
     return 0
 
 

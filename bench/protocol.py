@@ -89,3 +89,27 @@ def steps_for_budget(seconds: float, step_seconds: dict[str, float], seeds: int 
     if per_step <= 0:
         raise ValueError("step times must be positive")
     return max(1, math.floor(0.5 * seconds / per_step))
+
+
+VALIDATIONS = 4  # an equal-budget run validates at every quarter of its steps
+
+
+def validation_interval(budget_steps: int) -> int:
+    """Steps between validations in an equal-budget run: every row is validated at the same
+    steps (each quarter of the budget, the last at the budget's end), and the best of those
+    checkpoints is tested."""
+    return max(1, budget_steps // VALIDATIONS)
+
+
+def budget_overrides(budget_steps: int) -> list[str]:
+    """The ``--set`` entries that make a row train exactly ``budget_steps`` optimizer steps
+    under the equal-budget rules (steps, not epochs or time; the warm-up cap)."""
+    if budget_steps < 1:
+        raise ValueError(f"the step budget must be at least 1, got {budget_steps}")
+    return [
+        f"trainer.max_steps={budget_steps}",
+        "trainer.max_epochs=-1",
+        "trainer.max_time=null",
+        f"budget_steps={budget_steps}",
+        f"module.warmup_max_steps={capped_warmup(budget_steps, budget_steps)}",
+    ]

@@ -93,6 +93,9 @@ class Record(TypedDict, total=False):
     curve: dict[str, list[float]]
     compared_layer: str  # a user row: the layer `python -m bench compare` put in the slot
     cells: dict[str, str]  # metric -> text a cell shows instead of a number (why there is none)
+    seed: int  # the config's seed (records older than the field: 0)
+    batch_size: int  # the training batch
+    budget_steps: int  # an equal-budget run's step count for every row (bench.protocol)
     _source: str
 
 

@@ -72,6 +72,8 @@ class OptimSection(Section):
     betas: list[float] = [0.9, 0.999]
     warmup_steps: int = 0
     warmup_epochs: float = 0.0
+    # Equal-budget runs (bench.protocol.WARMUP_RULE): the warm-up, in steps, is at most this.
+    warmup_max_steps: int | None = None
     schedule: Literal["constant", "cosine", "linear", "exponential"] = "constant"
     final_lr: float | None = None
     gamma: float | None = None
@@ -126,6 +128,9 @@ class RowConfig(Section):
     task: Literal["flow", "classify", "dfm", "vae", "wae", "gan"] = "flow"
     recipe: str | None = None
     seed: int = 0
+    # Set by an equal-budget run (--steps, --budget-minutes): the optimizer steps every row of
+    # the run trains; recorded so a row that ended short of it is shown and never ranked.
+    budget_steps: int | None = None
     model_kwargs: dict[str, Any] = {}
     data: DataSection = DataSection()
     module: OptimSection = OptimSection()

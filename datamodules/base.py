@@ -103,12 +103,17 @@ class ResumableDataLoader(DataLoader):
         self.sampler.start = state["batches"] * self.batch_size
 
 
+ORDER_STRIDE = 1_000_003  # apart enough that two seeds' epochs never draw the same permutation
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Base LightningDataModule: train/val/test loaders over in-memory uint8 images.
 
     ``val_size``: examples taken from the training set for validation, by a permutation seeded
     with ``seed``. ``subset``: keep only the first n training (and n // 5 test) examples, for the
-    demo profile.
+    demo profile. ``order_seed``: the run's seed, which changes the order of the training
+    batches (not the split): the sampler draws epoch e of order seed k from ``seed + e +
+    ORDER_STRIDE * k``, so seed 0 keeps the order it always had.
     """
 
     name = "images"
@@ -124,9 +129,10 @@ class ImageDataModule(pl.LightningDataModule):
         subset: int | None = None,
         download: bool = True,
         with_index: bool = False,
+        order_seed: int = 0,
     ):
         super().__init__()
-        self.with_index = with_index
+        self.with_index, self.order_seed = with_index, order_seed
         self.data_dir = Path(data_dir)
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.num_workers, self.subset, self.download = num_workers, subset, download
@@ -175,7 +181,8 @@ class ImageDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
         if shuffle:
-            sampler = EpochSeededSampler(len(dataset), self.seed)
+            order = self.seed + ORDER_STRIDE * self.order_seed
+            sampler = EpochSeededSampler(len(dataset), order)
             return ResumableDataLoader(dataset, sampler, **options)
         return DataLoader(dataset, **options)
 

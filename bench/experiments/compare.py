@@ -16,11 +16,13 @@ the model argument that is its layer slot, and the table's own linear layers):
    (density = forward, sampling = inverse, backward of the forward; each as a ratio to a 3x3
    conv2d C -> C of the same shape timed just before it), recorded in ``runs/layers.jsonl``
    and drawn in ``tables/compare_<table>_<name>_layers.png``;
-6. the table is regenerated in ``<results_dir>/tables`` from the published numbers, the suite's
-   own records (``results/runs``) and the new row, which the table marks as a user row. With
-   ``--baselines`` the table's own rows are first fitted, tested and timed under the same
-   profile, data and ``--set`` into ``<results_dir>`` (rows measured there already are kept), and
-   the table shows those records instead of the suite's: every row under one condition.
+6. the table is regenerated in ``<results_dir>/tables`` from the published numbers and the
+   records, and the user row (marked so) is ranked among the table's rows. By default the
+   table's own rows are first fitted, tested and timed under the user row's conditions (profile,
+   data, ``--set``, ``--steps``, ``--seeds``) into ``<results_dir>`` (rows and seeds measured
+   there already are reused), so every ranked row ran under one condition. ``--no-baselines``
+   shows the suite's committed records beside the user row instead (other conditions: listed,
+   not ranked together).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from bench.config import CONFIG_DIR, ConfigError, load_config, read_yaml
 from bench.evaluators.timing import LAYER_PASSES, layer_timings
 from bench.experiments.check_layer import format_table
 from bench.experiments.layer_bench import append_layer_records
-from bench.experiments.row import fit_command
 from bench.experiments.run_tables import row_config, run_rows
 from bench.published import load_published
 from bench.records import load_records, write_atomic
@@ -193,6 +194,8 @@ def run_args(args: argparse.Namespace) -> argparse.Namespace:
         results_dir=args.results_dir,
         resume=False,
         checkpoint=None,
+        seeds=args.seeds,
+        steps=args.steps,
         accelerator=args.accelerator,
         devices=None,
         num_nodes=None,
@@ -206,23 +209,21 @@ def compare_table(table: str, spec: str, name: str, args, device: str) -> list[d
     ref = reference(table)
     results_dir = Path(args.results_dir)
     path = write_row(table, spec, name, results_dir)
-    config = row_config(path, args, None)  # --set, and --dataset for MNIST rows, as run-tables
-    ref_config = row_config(CONFIG_DIR / table / ref.row, args, None)
+    config = row_config(path, args, args.steps)  # --set, --dataset, --steps as run-tables
+    ref_config = row_config(CONFIG_DIR / table / ref.row, args, args.steps)
     print(f"\n== {table}: {name} in the {ref.slot} slot of {ref_config['row']} ({path})")
     for line in parameter_lines(table, config, ref_config, ref.slot):
         print(line)
-    if args.baselines:
-        print(f"  the table's own rows, {args.profile} profile:")
-        run_rows(row_configs(table), run_args(args), load_records(results_dir).rows)
-    if not args.no_fit:
-        record = fit_command(config, run_args(args))
-        if record:
-            shown = ", ".join(
-                f"{k}={v:.4g}"
-                for k, v in record["metrics"].items()
-                if k in ("bpd", "params_m", "st_ms", "ft_ms", "accuracy")
-            )
-            print(f"  fitted {record['steps']} steps, tested step {record['step_tested']}: {shown}")
+    if args.baselines and not args.no_fit:
+        print(f"  the table's own rows under the same conditions ({args.profile} profile):")
+        run_rows(row_configs(table), run_args(args), load_records(results_dir).rows, args.steps)
+    if not args.no_fit:  # the user row is always trained anew: the layer's code may have changed
+        print(f"  {name}:")
+        user = run_args(args)
+        user.force = True
+        _, failed, _ = run_rows([path], user, [], args.steps)
+        if failed:
+            print(f"  {name} failed to train; see its 'skipped' cell")
     factory, label = resolve_factory(spec)
     layers = {name: lambda s: build_layer(factory, s, label)}
     layers.update({n: (lambda s, n=n: SLOT_LAYERS[n](s[0], s[1:])) for n in ref.layers})

@@ -27,6 +27,7 @@ from bench.experiments.callbacks import (
     evaluation_device,
 )
 from bench.experiments.run_dir import RUN_CONFIG, check_resumable, checkpoint_step, run_dir
+from bench.protocol import validation_interval
 from bench.records import Record, append_records, make_record, records_path, write_atomic
 from bench.report.tables import table_report
 from bench.tasks import TASKS, Task
@@ -86,6 +87,7 @@ def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
     data = {k: v for k, v in config["data"].items() if v is not None}
     if data_dir is not None:
         data["data_dir"] = data_dir
+    data["order_seed"] = config["seed"]  # each seed trains on its own order of batches
     model_kwargs = dict(config["model_kwargs"])
     per_image_latents = config["task"] == "dfm" and not model_kwargs.get("encoder_hidden")
     if per_image_latents:
@@ -118,6 +120,9 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
         enable_version_counter=False,  # one checkpoint set: best.ckpt and last.ckpt
     )
     options = {k: v for k, v in config["trainer"].items() if v is not None}
+    if config.get("budget_steps"):  # equal budget: every row validated at the same steps
+        options["val_check_interval"] = validation_interval(config["budget_steps"])
+        options["check_val_every_n_epoch"] = None  # count steps across epochs
     for key in ("accelerator", "devices", "num_nodes", "strategy"):
         value = getattr(args, key, None)
         if value is not None:
@@ -234,6 +239,9 @@ def record_row(config: dict, args, metrics: dict, device: str, **extra) -> Recor
         config=config,
         note=extra.pop("note", config["note"]),
         compared_layer=config.get("compared_layer"),  # a user row (python -m bench compare)
+        seed=config["seed"],
+        batch_size=config["data"]["batch_size"],
+        budget_steps=config.get("budget_steps"),  # an equal-budget run (bench.protocol)
         **extra,
     )
     append_records(records_path(Path(args.results_dir), config["table"]), [record])

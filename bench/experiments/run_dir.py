@@ -1,4 +1,5 @@
-"""A row's run directory, ``<work_dir>/<table>/<row config name>/<profile>``: its checkpoints
+"""A row's run directory, ``<work_dir>/<table>/<row config name>/<profile>`` (``<profile>-seed<k>``
+for a seed k other than 0): its checkpoints
 (one set: ``best.ckpt`` and ``last.ckpt``), logs, samples and the config its checkpoints were
 trained with (``config.yaml``), which a ``--resume`` must match."""
 
@@ -17,9 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def run_dir(config: dict, work_dir: str | Path) -> Path:
-    """Where a row's checkpoints, logs and samples go: <work_dir>/<table>/<name>/<profile>."""
+    """Where a row's checkpoints, logs and samples go: <work_dir>/<table>/<name>/<profile>, with
+    ``-seed<k>`` appended for a seed k other than 0 (seeds of one row never share checkpoints)."""
     name = Path(config["config_path"]).stem
-    return Path(work_dir) / config["table"] / name / config["profile"]
+    seed = config.get("seed") or 0
+    leaf = config["profile"] + (f"-seed{seed}" if seed else "")
+    return Path(work_dir) / config["table"] / name / leaf
 
 
 RUN_CONFIG = "config.yaml"  # the config a run directory's checkpoints were trained with

@@ -1,12 +1,15 @@
 """`python -m bench run-tables`: what `make table-*` and `make demo` run.
 
-For every row config of the chosen tables (or groups, `bench.catalog`): skip it when a record
-of that profile already holds the row's headline metric (unless ``--force``), else fit, test and
-time it; a row that fails is recorded as skipped with the reason, never silently dropped, and
-training stops at half of the row's share of the time budget. Tables without row configs run
-their experiment (``experiment:`` in ``_table.yaml``). Then the report. Exit status: 0 when every
-requested row ran or was already measured, 1 when a row failed (after the others ran and the
-report was written), 2 when a data set was missing and nothing ran.
+For every row config of the chosen tables (or groups, `bench.catalog`) and every seed
+(``--seeds K``: 0..K-1): skip it when a record of the same conditions (profile, seed, data set,
+batch, step budget) already holds the row's headline metric (unless ``--force``), else fit, test
+and time it; a row that fails is recorded as skipped with the reason, never silently dropped.
+``--steps N`` or ``--budget-minutes M`` make every row train the same N optimizer steps
+(`bench.experiments.budget`, `bench.protocol`): a time budget becomes one step count before
+anything trains, never a per-row early stop. Tables without row configs run their experiment
+(``experiment:`` in ``_table.yaml``). Then the report. Exit status: 0 when every requested row
+ran or was already measured, 1 when a row failed (after the others ran and the report was
+written), 2 when a data set was missing and nothing ran.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import traceback
 from pathlib import Path
 
 from bench.catalog import resolve_tables, row_configs, row_label, table_meta
-from bench.config import ConfigError, load_config, read_yaml
+from bench.config import ConfigError, read_yaml
 from bench.evaluators.timing import device_name
+from bench.experiments.budget import load_budgeted, steps_within
 from bench.experiments.callbacks import evaluation_device
 from bench.experiments.dfm_compression import ran_profile_in_full, run_compression
 from bench.experiments.row import fit_command
 from bench.experiments.run_dir import run_dir
+from bench.protocol import record_seed
 from bench.records import (
     Record,
     append_records,
@@ -34,7 +39,8 @@ from bench.records import (
 )
 from bench.report.tables import report
 from bench.tasks import TASKS
-from datamodules import DataFileError
+from datamodules import DataFileError, make_datamodule
+from datamodules.datasets import DEBIAN_FASHION_MNIST
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +67,28 @@ def row_paths(tables: list[str], rows: list[str] | None) -> list[Path]:
 
 
 def already_measured(config: dict, records: list[Record]) -> bool:
-    """Whether a record of the row's profile already holds the row's headline metric."""
+    """Whether a record of the row under the same conditions (profile, seed, data set, and in
+    an equal-budget run the step budget and batch) already holds the row's headline metric:
+    such a seed is reused, not rerun."""
     metric = TASKS[config["task"]].metric
+    budget = config.get("budget_steps")
     return any(
         r["table"] == config["table"]
         and r["row"] == config["row"]
         and r.get("profile") == config["profile"]
+        and record_seed(r) == config["seed"]
+        and (budget is None or same_budget(r, config))
         and metric in r["metrics"]
         for r in records
+    )
+
+
+def same_budget(record: Record, config: dict) -> bool:
+    """Whether ``record`` was measured under ``config``'s equal-budget conditions."""
+    return (
+        record.get("budget_steps") == config["budget_steps"]
+        and record.get("dataset") == config["dataset"]
+        and record.get("batch_size") == config["data"]["batch_size"]
     )
 
 
@@ -120,29 +140,36 @@ def keep_sample_grid(config: dict, args, results_dir: Path) -> Path | None:
     return target
 
 
-def row_config(path: Path, args, share: float | None) -> dict:
-    """The row's validated config under ``--set``, the time budget's share and ``--dataset``
-    (which replaces the data set of MNIST rows only, e.g. by ``fashion_mnist``)."""
+def row_config(path: Path, args, budget_steps: int | None = None, seed: int | None = None) -> dict:
+    """The row's validated config under ``--dataset`` (which replaces the data set of MNIST
+    rows only, e.g. by ``fashion_mnist``), ``--set``, the equal step budget and the seed."""
     overrides = list(args.set)
-    if share:
-        overrides.append(f"trainer.max_time={{seconds: {int(share * 0.5)}}}")
     if args.dataset and read_yaml(path).get("dataset") in MNIST_LIKE:
         overrides.insert(0, f"dataset={args.dataset}")
-    return load_config(path, args.profile, overrides)
+    return load_budgeted(path, args.profile, overrides, budget_steps, seed)
+
+
+def seeds_of(args) -> list[int | None]:
+    """The seeds to train: 0..K-1 for ``--seeds K``, else the config's own seed (None)."""
+    count = getattr(args, "seeds", None)
+    return list(range(count)) if count else [None]
 
 
 def run_rows(
-    paths: list[Path], args, records: list[Record], share: float | None = None
+    paths: list[Path], args, records: list[Record], budget_steps: int | None = None
 ) -> tuple[int, int, set[str]]:
-    """Fit, test and time each row not yet measured in ``records`` (its profile); a row that
-    fails is recorded as skipped with the reason. Returns (succeeded, failed, data sets whose
-    files were missing)."""
+    """Fit, test and time each row and seed not yet measured in ``records`` (same conditions);
+    a row that fails is recorded as skipped with the reason. Returns (succeeded, failed, data
+    sets whose files were missing)."""
     results_dir = Path(args.results_dir)
     missing: set[str] = set()  # data sets whose files are not available
     succeeded, failed = 0, 0
-    for i, path in enumerate(paths, start=1):
-        config = row_config(path, args, share)
-        label = f"[{i}/{len(paths)}] {config['table']} / {config['row']}"
+    runs = [(path, seed) for path in paths for seed in seeds_of(args)]
+    for i, (path, seed) in enumerate(runs, start=1):
+        config = row_config(path, args, budget_steps, seed)
+        label = f"[{i}/{len(runs)}] {config['table']} / {config['row']}"
+        if seed is not None:
+            label += f" (seed {seed})"
         if config["dataset"] in missing:
             print(f"{label}: not run ({config['dataset']} data not available)")
             continue
@@ -172,6 +199,40 @@ def run_rows(
     return succeeded, failed, missing
 
 
+def equal_budget(paths: list[Path], args) -> int | None:
+    """The step count every row trains: ``--steps``, else ``--budget-minutes`` turned into one
+    (`bench.experiments.budget.steps_within`), else None (each row's own length)."""
+    if getattr(args, "steps", None):
+        return args.steps
+    if not getattr(args, "budget_minutes", None):
+        return None
+    print(f"timing {len(paths)} rows to share {args.budget_minutes:g} minutes ...", flush=True)
+    configs = [row_config(path, args) for path in paths]
+    steps = steps_within(
+        configs, args.budget_minutes, len(seeds_of(args)), args.data_dir, evaluation_device()
+    )
+    print(f"every row trains {steps} steps (equal budget)")
+    return steps
+
+
+def offline_demo_dataset(paths: list[Path], args) -> None:
+    """The demo (``--profile demo`` without ``--dataset`` or ``--data_dir``) on a machine that
+    cannot download MNIST: where the Debian package's Fashion-MNIST files are present, say so in
+    one line and run the MNIST rows on them."""
+    if args.profile != "demo" or args.dataset or args.data_dir or not DEBIAN_FASHION_MNIST.is_dir():
+        return
+    if not any(read_yaml(path).get("dataset") == "mnist" for path in paths):
+        return
+    try:
+        make_datamodule("mnist").setup()
+    except DataFileError:
+        print(
+            f"MNIST is not available here (no files, download failed): the demo runs on the "
+            f"Fashion-MNIST files of {DEBIAN_FASHION_MNIST} instead"
+        )
+        args.dataset, args.data_dir = "fashion_mnist", str(DEBIAN_FASHION_MNIST)
+
+
 def run_tables(args: argparse.Namespace) -> int:
     tables = resolve_tables(args.tables)
     paths = row_paths(tables, args.rows)
@@ -183,9 +244,10 @@ def run_tables(args: argparse.Namespace) -> int:
     ran_experiment = False
     if not args.rows:
         ran_experiment = any([run_experiment(t, args, results_dir, records) for t in tables])
-    share = args.budget_minutes * 60 / max(len(paths), 1) if args.budget_minutes else None
+    offline_demo_dataset(paths, args)
+    budget = equal_budget(paths, args)
     print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
-    succeeded, failed, missing = run_rows(paths, args, records, share)
+    succeeded, failed, missing = run_rows(paths, args, records, budget)
     status = 2 if missing and not (succeeded or ran_experiment) else 0
     if failed:
         status = 1

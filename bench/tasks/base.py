@@ -69,7 +69,8 @@ class Task(pl.LightningModule):
 
     Args:
         lr, optimizer, weight_decay, momentum: the optimizer (`OPTIMIZERS`).
-        warmup_steps, warmup_epochs, schedule, final_lr, gamma, decay_every, decay_unit,
+        warmup_steps, warmup_epochs, warmup_max_steps (an equal-budget run's cap), schedule,
+        final_lr, gamma, decay_every, decay_unit,
         total_steps, steps_per_epoch: the schedule (module docstring).
         betas: Adam's and Adamax's (beta1, beta2).
         seed: seeds what the task draws itself (the flow's dequantization noise).
@@ -101,6 +102,7 @@ class Task(pl.LightningModule):
         betas: tuple[float, float] | list[float] = (0.9, 0.999),
         warmup_steps: int = 0,
         warmup_epochs: float = 0.0,
+        warmup_max_steps: int | None = None,
         schedule: str = "constant",
         final_lr: float | None = None,
         gamma: float | None = None,
@@ -129,13 +131,16 @@ class Task(pl.LightningModule):
             raise ValueError("module.warmup_epochs and epoch decays need steps_per_epoch")
         self.seed, self.sample_dir = seed, sample_dir
         epoch = steps_per_epoch or 1
+        warmup = warmup_steps or round(warmup_epochs * epoch)
+        if warmup_max_steps is not None:
+            warmup = min(warmup, warmup_max_steps)
         self.optim = dict(
             lr=lr,
             optimizer=optimizer,
             weight_decay=weight_decay,
             momentum=momentum,
             betas=tuple(betas),
-            warmup_steps=warmup_steps or round(warmup_epochs * epoch),
+            warmup_steps=warmup,
             schedule=schedule,
             final_lr=final_lr,
             gamma=gamma,
