@@ -130,10 +130,10 @@ def test_compare_fits_tests_and_times_a_layer_beside_the_table(
     tmp_path, capsys, monkeypatch, float32
 ):
     """The worked example on the demo profile on generated data, end to end, with the table's
-    own rows (--baselines): the row YAML, the record of what ran, the layer timing records and
+    own rows (the default): the row YAML, the record of what ran, the layer timing records and
     plot, the table with a user row beside rows measured under the same condition."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    code, out, err = compare(tmp_path, capsys, EXAMPLE, "inverse_flow_t4", extra=["--baselines"])
+    code, out, err = compare(tmp_path, capsys, EXAMPLE, "inverse_flow_t4", extra=["--steps", "3"])
     assert code == 0, out + err
     row_yaml = tmp_path / "r" / "rows" / "inverse_flow_t4" / "HouseholderConv1x1.yaml"
     config = load_config(row_yaml, "demo")  # a row YAML the user can fit again
@@ -142,6 +142,7 @@ def test_compare_fits_tests_and_times_a_layer_beside_the_table(
     assert len(records) == 6  # the table's five rows, then the user row
     record = records[-1]
     assert record["row"] == "HouseholderConv1x1" and record["steps"] == 3
+    assert {r["budget_steps"] for r in records} == {3}  # one step budget for every row
     assert record["compared_layer"] == config["compared_layer"]
     assert record["dataset"] == "synthetic" and record["metrics"]["bpd"] > 0
     layers = [json.loads(x) for x in (tmp_path / "r/runs/layers.jsonl").open()]
@@ -155,7 +156,7 @@ def test_compare_fits_tests_and_times_a_layer_beside_the_table(
     table = (tmp_path / "r/tables/inverse_flow_t4.md").read_text()
     assert "| HouseholderConv1x1 (user row) |" in table
     exact = next(line for line in table.splitlines() if line.startswith("| Exact Conv. |"))
-    assert "(synthetic, demo: 3 steps)" in exact  # --baselines: the rows on the same data
+    assert "(synthetic, demo: 3 steps)" in exact  # the baselines: the rows on the same data
     assert "results/runs/" not in table  # ... and not the suite's records
     assert "parameters: HouseholderConv1x1 0.0" in out and "Exact Conv. (reference row" in out
     assert not (

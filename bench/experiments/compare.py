@@ -275,7 +275,8 @@ def run_compare(args: argparse.Namespace) -> int:
             compare_table(table, spec, name, args, device)
     except LayerSpecError as error:
         raise ConfigError(str(error)) from error
-    suite = [] if args.baselines else [SUITE_RESULTS]  # the rows' own records, else the suite's
+    ran_baselines = args.baselines and not args.no_fit
+    suite = [] if ran_baselines else [SUITE_RESULTS]  # the rows' own records, else the suite's
     result = report(args.results_dir, tables=args.tables, extra_results=suite)
     for table in args.tables:
         print()
