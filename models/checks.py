@@ -25,6 +25,18 @@ Checks and tolerances (float64):
   `torch.autograd.gradcheck`); then `torch.autograd.gradcheck` itself in fast mode, for what it
   checks besides the Jacobian (reentrant backward, gradient shapes and dtypes). Skipped for
   layers without such Functions.
+- ``train_step``: what training needs besides exact values. z keeps x's shape (a layer slot
+  takes no other); the gradient of sum(logdet) with respect to each parameter, along one
+  random direction, by autograd against central differences (eps 1e-6, |autograd - numerical|
+  <= 1e-5 + 1e-3 |numerical|), which a logdet computed under ``.detach()``, ``.item()`` or
+  ``no_grad`` fails; then one Adam step (lr 1e-3) of a float32 copy in a Glow step (`ActNorm`,
+  the layer in `glow_step`'s slot, an affine coupling of width 8) by `Flow.training_loss`, the
+  loss compare's training minimises: a finite loss, a finite non-zero gradient on every
+  parameter of the layer (on the entries a ``parameter_masks()`` leaves free), finite
+  parameters and loss after the step. Failures name the parameters.
+
+A plain ``nn.Module`` (not a `models.core.Bijection`) is checked as `models.slots` builds it:
+wrapped in `models.core.ModuleBijection`; messages name the module and its own parameters.
 """
 
 from __future__ import annotations
@@ -36,6 +48,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from models.core import Compose, Flow, unwrapped
+from models.layers.glow import ActNorm
+from models.multiscale import FlattenLatent
 
 ROUND_TRIP_TOL = 1e-9
 LOGDET_TOL = 1e-8
@@ -366,6 +382,187 @@ def check_gradcheck(layer: nn.Module, x: Tensor) -> CheckResult:
     return CheckResult("gradcheck", True, error, tol, detail, rtol=rtol)
 
 
+TRAIN_WIDTH = 8  # hidden channels of the train_step flow's coupling
+TRAIN_LR = 1e-3
+
+
+def _trainable(layer: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The parameters an optimizer moves, named as the user's module names them."""
+    inner = unwrapped(layer)
+    return [(n, p) for n, p in inner.named_parameters() if p.requires_grad and p.numel()]
+
+
+def _free_entries(layer: nn.Module) -> dict[str, Tensor]:
+    """{name: mask} for parameters a module masks (``parameter_masks()``, as
+    `models.registry.count_params` reads it): only the mask's nonzero entries are free."""
+    masks = {}
+    for prefix, module in unwrapped(layer).named_modules():
+        if callable(getattr(module, "parameter_masks", None)):
+            for name, mask in module.parameter_masks().items():
+                masks[f"{prefix}.{name}" if prefix else name] = mask
+    return masks
+
+
+def _gradient_problems(layer: nn.Module) -> dict[str, list[str]]:
+    """After a backward: the layer's parameters by what is wrong with their gradient (none at
+    all, zero on every free entry, non-finite); a fully masked parameter is left out."""
+    masks = _free_entries(layer)
+    found: dict[str, list[str]] = {"no gradient reaches": [], "zero gradient on": []}
+    found["non-finite gradient on"] = []
+    for name, param in _trainable(layer):
+        mask = masks.get(name)
+        if mask is not None and not mask.any():
+            continue
+        grad = param.grad
+        if grad is None:
+            found["no gradient reaches"].append(name)
+        elif not torch.isfinite(grad).all():
+            found["non-finite gradient on"].append(name)
+        elif not (grad if mask is None else grad * (mask != 0)).abs().max() > 0:
+            found["zero gradient on"].append(name)
+    return {what: names for what, names in found.items() if names}
+
+
+def logdet_gradient_errors(
+    layer: nn.Module, x: Tensor
+) -> tuple[float, list[tuple[str, float, float]]]:
+    """The gradient of sum(logdet) with respect to each parameter by autograd against central
+    differences (eps 1e-6) along one random unit direction per parameter (seeded), in the
+    layer's dtype and mode. Returns (max |autograd - numerical|, (name, autograd, numerical)
+    of each parameter where it exceeds 1e-5 + 1e-3 |numerical|): a logdet computed under
+    ``.detach()``, ``.item()`` or ``no_grad`` differs by finite differences only."""
+    named = _trainable(layer)
+    if not named:
+        return 0.0, []
+    with torch.enable_grad():
+        total = layer(x)[1].sum()
+    params = [p for _, p in named]
+    grads = (
+        torch.autograd.grad(total, params, allow_unused=True)
+        if total.requires_grad
+        else [None] * len(params)
+    )
+    generator = torch.Generator().manual_seed(0)
+    worst, bad = 0.0, []
+    for (name, param), grad in zip(named, grads, strict=True):
+        direction = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+        direction = (direction / direction.norm()).to(param.device)
+        autograd = 0.0 if grad is None else (grad * direction).sum().item()
+        numerical = _directional_difference(layer, x, param, direction)
+        error = abs(autograd - numerical)
+        worst = error if math.isnan(error) else max(worst, error)
+        if not error <= GRADCHECK_ATOL + GRADCHECK_RTOL * abs(numerical):
+            bad.append((name, autograd, numerical))
+    return worst, bad
+
+
+@torch.no_grad()
+def _directional_difference(layer: nn.Module, x: Tensor, param: Tensor, direction: Tensor):
+    """(sum logdet(p + eps v) - sum logdet(p - eps v)) / (2 eps), p restored afterwards."""
+    original = param.detach().clone()
+    param.add_(GRADCHECK_EPS * direction)
+    plus = layer(x)[1].sum().item()
+    param.copy_(original - GRADCHECK_EPS * direction)
+    minus = layer(x)[1].sum().item()
+    param.copy_(original)
+    return (plus - minus) / (2 * GRADCHECK_EPS)
+
+
+def training_flow(layer: nn.Module, shape: Sequence[int]):
+    """A small `Flow` around ``layer`` as compare trains it: one Glow step built by
+    `models.flows.glow.glow_step` with ``layer`` in its ``mix`` slot (ActNorm, the layer, an
+    affine coupling of width 8, which needs 2 channels: none for 1; from the slot on for a
+    layer with a ``domain``, which ActNorm's data-dependent initialisation would leave), then
+    `FlattenLatent`."""
+    from models.flows.glow import glow_step  # here: it builds its slot by models.slots
+
+    shape = tuple(shape)
+    if shape[0] >= 2:
+        step = glow_step(TRAIN_WIDTH, mix=lambda channels, spatial_shape: layer)(shape, 0)
+    else:
+        step = [ActNorm(shape[0]), layer]
+    slot = next(i for i, part in enumerate(step) if unwrapped(part) is unwrapped(layer))
+    if getattr(layer, "domain", None) is not None:
+        step = step[slot:]
+    return Flow(Compose([*step, FlattenLatent(shape)]), shape)
+
+
+def check_train_step(layer: nn.Module, x: Tensor) -> CheckResult:
+    """What training needs beyond exact values: (1) the gradient of the logdet with respect to
+    every parameter by autograd matches finite differences (`logdet_gradient_errors`, in the
+    layer's float64); (2) one Adam step (lr 1e-3) on a float32 copy of the layer in
+    `training_flow`, by `models.core.Flow.training_loss` as ``bench compare``'s training
+    takes it: the loss is finite and every parameter of the layer gets a finite, non-zero
+    gradient; after the step the parameters and the loss are still finite."""
+    tol, rtol = GRADCHECK_ATOL, GRADCHECK_RTOL
+    z = layer(x)[0]
+    if z.shape != x.shape:
+        detail = (
+            f"z has shape {tuple(z.shape)} for x {tuple(x.shape)}: a layer slot, where compare "
+            "trains a layer, takes one that keeps x's shape"
+        )
+        return CheckResult("train_step", False, None, tol, detail, rtol=rtol)
+    error, bad = logdet_gradient_errors(layer, x)
+    if bad:
+        return CheckResult("train_step", False, error, tol, _logdet_gradient_note(bad), rtol=rtol)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        trained = copy.deepcopy(layer).float().train()
+        flow = training_flow(trained, x.shape[1:]).to(x.device, torch.float32).train()
+        problem, losses = _one_step(flow, trained, x.float())
+    if problem:
+        return CheckResult("train_step", False, error, tol, problem, rtol=rtol)
+    detail = (
+        f"max |logdet gradient - finite differences|; float32 Glow step (ActNorm, layer, "
+        f"coupling), one Adam step: loss {losses[0]:.3f} -> {losses[1]:.3f} bits/dim, "
+        f"gradients on all {len(_trainable(trained))} parameters"
+    )
+    return CheckResult("train_step", True, error, tol, detail, rtol=rtol)
+
+
+def _logdet_gradient_note(bad: list[tuple[str, float, float]]) -> str:
+    """One line on the parameters whose logdet gradient is missing or wrong."""
+    cut = [name for name, autograd, _ in bad if autograd == 0]
+    parts = []
+    if cut:
+        parts.append(
+            f"the logdet has no gradient path to {', '.join(cut)} (computed under .detach(), "
+            ".item() or no_grad?), so training would miss its part of the gradient"
+        )
+    wrong = [(n, a, v) for n, a, v in bad if a != 0]
+    if wrong:
+        parts.append(f"the logdet's gradient is wrong for {', '.join(n for n, _, _ in wrong)}")
+    values = ", ".join(f"{n}: autograd {a:.3g}, finite differences {v:.3g}" for n, a, v in bad)
+    return f"{'; '.join(parts)} (d sum(logdet) along a random direction, {values})"
+
+
+def _one_step(flow: nn.Module, layer: nn.Module, x: Tensor) -> tuple[str, list[float]]:
+    """One optimizer step of ``flow`` on x; (why it fails, '' if not; loss before and after)."""
+    optimizer = torch.optim.Adam(flow.parameters(), lr=TRAIN_LR)
+    with torch.enable_grad():
+        loss = flow.training_loss(x)[0]
+        if not torch.isfinite(loss):
+            return f"float32 training loss is {loss.item()}", []
+        loss.backward()
+    problems = _gradient_problems(layer)
+    if problems:
+        parts = [f"{what} {', '.join(names)}" for what, names in problems.items()]
+        return (
+            f"float32 training step: {'; '.join(parts)} (a parameter that is unused, read "
+            "under .detach() or no_grad, or without influence at this shape never trains)",
+            [],
+        )
+    optimizer.step()
+    broken = [n for n, p in _trainable(layer) if not torch.isfinite(p).all()]
+    if broken:
+        return f"non-finite parameters after one Adam step: {', '.join(broken)}", []
+    with torch.no_grad():
+        after = flow.training_loss(x)[0]
+    if not torch.isfinite(after):
+        return f"float32 training loss is {after.item()} after one Adam step", []
+    return "", [loss.item(), after.item()]
+
+
 CHECKS: dict[str, Callable[[nn.Module, Tensor], CheckResult]] = {
     "round_trip_x": check_round_trip_x,
     "round_trip_z": check_round_trip_z,
@@ -375,6 +572,7 @@ CHECKS: dict[str, Callable[[nn.Module, Tensor], CheckResult]] = {
     "batch_one": check_batch_one,
     "dtype_device": check_dtype_device,
     "gradcheck": check_gradcheck,
+    "train_step": check_train_step,
 }
 
 
@@ -383,9 +581,9 @@ def check_contract(layer: nn.Module, x: Tensor) -> None:
     and ``layer.inverse(z)`` returns a tensor of x's shape: what every check needs to run."""
     if not isinstance(layer, nn.Module):
         raise LayerContractError(f"the layer is a {type(layer).__name__}, not a torch.nn.Module")
-    if not callable(getattr(layer, "inverse", None)):
+    if not callable(getattr(unwrapped(layer), "inverse", None)):
         raise LayerContractError(
-            f"{type(layer).__name__} is not invertible: it has no inverse(z) method"
+            f"{type(unwrapped(layer)).__name__} is not invertible: it has no inverse(z) method"
         )
     try:
         out = layer(x)
@@ -400,7 +598,8 @@ def check_contract(layer: nn.Module, x: Tensor) -> None:
         x_back = layer.inverse(out[0])
     except Exception as error:
         raise LayerContractError(
-            f"{type(layer).__name__} is not invertible: inverse(z) raised {one_line(error)}"
+            f"{type(unwrapped(layer)).__name__} is not invertible: inverse(z) raised "
+            f"{one_line(error)}"
         ) from error
     if not _is_tensor(x_back) or x_back.shape != x.shape:
         got = tuple(x_back.shape) if _is_tensor(x_back) else type(x_back).__name__

@@ -55,7 +55,7 @@ def _dtype_checked(method):
     @functools.wraps(method)
     def checked(self, x, *args, **kwargs):
         if isinstance(x, Tensor):
-            check_dtype(x, f"{type(self).__name__}.{method.__name__}")
+            check_dtype(x, f"{type(unwrapped(self)).__name__}.{method.__name__}")
         return method(self, x, *args, **kwargs)
 
     checked.dtype_checked = True
@@ -90,6 +90,44 @@ class Bijection(nn.Module):
     def auxiliary_loss(self) -> Tensor | None:
         """Extra training loss [B] per example from the last forward call (SNF reconstruction)."""
         return None
+
+
+class ModuleBijection(Bijection):
+    """A plain ``torch.nn.Module`` with ``forward(x) -> (z, logdet[B])`` and ``inverse(z) -> x``
+    as a `Bijection`: the one adapter through which a layer written outside the package (and
+    not subclassing `Bijection`) enters `Compose`, `Flow` and training (`models.slots`
+    applies it to whatever a layer factory returns).
+
+    It adds what `Bijection` gives every layer: the dtype check on both directions, the
+    wrapped module's ``domain`` (``None`` if it declares none) and ``auxiliary_loss()`` (the
+    module's own if it has one, else ``None``). The wrapped module is ``self.module``, so its
+    parameters are named ``module.<name>`` in the state dict.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.domain = getattr(module, "domain", None)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.module(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return self.module.inverse(z)
+
+    def auxiliary_loss(self) -> Tensor | None:
+        own = getattr(self.module, "auxiliary_loss", None)
+        return own() if callable(own) else None
+
+
+def as_bijection(layer: nn.Module) -> Bijection:
+    """``layer`` itself if it is a `Bijection`, else wrapped in `ModuleBijection`."""
+    return layer if isinstance(layer, Bijection) else ModuleBijection(layer)
+
+
+def unwrapped(layer: nn.Module) -> nn.Module:
+    """The user's module inside a `ModuleBijection`, else ``layer``: what messages name."""
+    return layer.module if isinstance(layer, ModuleBijection) else layer
 
 
 def zero_logdet(x: Tensor) -> Tensor:
@@ -330,6 +368,18 @@ class Flow(nn.Module):
         z = z.flatten(1)
         log_base = -0.5 * (z.pow(2).sum(1) + z.shape[1] * LOG_2PI)
         return log_base + logdet
+
+    def training_loss(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(loss, bpd) that training minimises and logs: the batch mean of (-log p(x) plus the
+        layers' `auxiliary_loss`) / (D ln 2), and the batch's mean BPD without the auxiliary
+        losses. ``bench.tasks.flow.FlowTask`` trains by it and ``check-layer``'s
+        ``train_step`` takes one step by it."""
+        nats = -self.log_prob(x)
+        bpd = nats.mean() / (self.num_dims * math.log(2))
+        aux = self.auxiliary_loss()
+        if aux is not None:
+            nats = nats + aux
+        return nats.mean() / (self.num_dims * math.log(2)), bpd
 
     def bpd(self, x: Tensor) -> Tensor:
         """Bits per dimension [B] of the uint8-valued image x: -log_prob(x) / (D ln 2)."""

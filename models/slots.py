@@ -20,8 +20,13 @@ A factory (a class or a function; ``a.b`` in FACTORY reaches an attribute of an 
 called with the channel count C, and with the spatial shape (H, W) as well when its signature
 asks for it: a parameter named ``spatial_shape``, or a second positional parameter without a
 default. What it returns follows the bijection contract: ``forward(x) -> (z, logdet[B])`` with
-x, z [B, C, H, W], and ``inverse(z)``. A value that cannot be resolved or built raises
-`LayerSpecError` with one line saying what is wrong.
+x, z [B, C, H, W], and ``inverse(z)``. It may be a plain ``torch.nn.Module``: `build_layer`,
+the one place every entry point (``check-layer``, ``compare``, the slots of the flow
+templates) builds a layer through, wraps a module that is not a `models.core.Bijection` in
+`models.core.ModuleBijection` (dtype checks, no auxiliary loss unless the module has one), so
+what ``check-layer`` accepts is what ``compare`` trains; a `Bijection` is used as it is. A
+value that cannot be resolved or built raises `LayerSpecError` with one line saying what is
+wrong.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from functools import partial
 from torch import nn
 
 from models.checks import one_line
-from models.core import Compose, ElementwiseShift
+from models.core import Bijection, Compose, ElementwiseShift, as_bijection
 from models.layers.circulant import CirculantDiagonal
 from models.layers.emerging import ConvExponential, emerging_conv
 from models.layers.glow import InvConv1x1, InvConv1x1LU
@@ -158,9 +163,10 @@ def resolve_factory(spec: str) -> tuple[Callable, str]:
     return obj, spec
 
 
-def build_layer(factory: Callable, shape: Shape, label: str) -> nn.Module:
+def build_layer(factory: Callable, shape: Shape, label: str) -> Bijection:
     """``factory(C)``, ``factory(C, spatial_shape=(H, W))`` or ``factory(C, (H, W))`` as its
-    signature asks; `LayerSpecError` for another signature, an exception or a non-module."""
+    signature asks, as a `Bijection` (a plain module wrapped by `as_bijection`);
+    `LayerSpecError` for another signature, an exception or a non-module."""
     channels, spatial = shape[0], tuple(shape[1:])
     try:
         signature = inspect.signature(factory)
@@ -189,7 +195,7 @@ def build_layer(factory: Callable, shape: Shape, label: str) -> nn.Module:
             f"{label}({shown}) returned an object of type {type(layer).__name__}, not a "
             "torch.nn.Module"
         )
-    return layer
+    return as_bijection(layer)
 
 
 def _binds(signature: inspect.Signature, *args) -> bool:
@@ -231,7 +237,7 @@ SLOT_LAYERS: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = {
 SlotValue = str | Callable | None
 
 
-def slot_layer(value: SlotValue, default: Callable | str) -> Callable[[Shape], nn.Module]:
+def slot_layer(value: SlotValue, default: Callable | str) -> Callable[[Shape], Bijection]:
     """``make(shape) -> layer`` for a slot ``value`` (a built-in name, a layer spec, a factory,
     or None for the template's ``default``); a spec is resolved once, here."""
     value = default if value is None else value

@@ -46,7 +46,7 @@ def test_worked_example_passes(capsys):
         expected = "skip" if name == "gradcheck" else "pass"  # no custom autograd Function
         assert table_row(out, name)[1] == expected
     assert float(table_row(out, "logdet_forward")[2]) < 1e-12
-    assert "all 7 checks passed" in out and err == ""
+    assert "all 8 checks passed" in out and err == ""
 
 
 def test_worked_example_logdet_is_not_trivially_zero():
@@ -68,7 +68,7 @@ def test_wrong_logdet_fails_with_its_measured_error(capsys):
     assert table_row(out, "logdet_forward")[1] == "FAIL"
     assert table_row(out, "logdet_inverse")[1] == "FAIL"
     assert table_row(out, "round_trip_x")[1] == "pass"
-    assert "2 of 7 checks failed" in out
+    assert "2 of 8 checks failed" in out
     # the error is the forgotten factor: (H W - 1) |sum(s)| for the same seed and perturbation
     torch.manual_seed(0)
     layer = randomize(user_layers.WrongLogdetHouseholder(4), 0.1, 0)
@@ -159,7 +159,7 @@ def test_entry_point_name_finds_an_installed_layer(capsys, monkeypatch):
     assert factory is user_layers.HouseholderConv1x1 and value in label
     code, out, err = run(capsys, "householder", "--shape", "3,2,3")
     assert code == 0, out + err
-    assert "all 7 checks passed" in out
+    assert "all 8 checks passed" in out
 
 
 def test_entry_point_errors_are_one_line(capsys, monkeypatch):

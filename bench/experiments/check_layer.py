@@ -3,7 +3,10 @@
 
 LAYER is a layer spec of `models.slots`: ``PATH.py:FACTORY``, ``MODULE:FACTORY`` or the name
 of an installed entry point of group ``convflow_bench.layers``; the factory is called with the
-channel count (and the spatial shape if its signature asks for it).
+channel count (and the spatial shape if its signature asks for it). It may return a plain
+``torch.nn.Module`` with ``forward(x) -> (z, logdet[B])`` and ``inverse(z)``: it is checked as
+``compare`` trains it, through the one adapter `models.slots.build_layer` applies, and the
+``train_step`` check takes one training step with it in a small flow.
 
 Input that cannot be checked (a file or module that does not import, a missing name, a factory
 with another signature, a shape that is not C,H,W, a factory that raises or returns something
@@ -57,6 +60,7 @@ def format_table(results) -> str:
 def run_check_layer(args) -> int:
     """The ``check-layer`` command: 0 if every check passes, 1 if one fails."""
     from models.checks import LayerContractError, check_layer, one_line
+    from models.core import unwrapped
     from models.registry import randomize
 
     shape = parse_shape(args.shape)
@@ -88,9 +92,9 @@ def run_check_layer(args) -> int:
     except LayerContractError as error:
         raise ConfigError(f"{label}: {error}") from error
     print(
-        f"check-layer {label}: {type(layer).__name__} at shape {shape}, batch {args.batch}, "
-        f"float64 on {args.device}, parameters perturbed by N(0, {args.perturb}^2) "
-        f"(seed {args.seed})"
+        f"check-layer {label}: {type(unwrapped(layer)).__name__} at shape {shape}, "
+        f"batch {args.batch}, float64 on {args.device}, parameters perturbed by "
+        f"N(0, {args.perturb}^2) (seed {args.seed})"
     )
     print(format_table(results))
     failed = [r for r in results if not r.passed]

@@ -94,13 +94,7 @@ class FlowTask(Task):
         """(loss, bpd) of a batch: mean (-log p(x) + auxiliary losses) / (D ln 2), and the
         batch's mean BPD without the auxiliary losses."""
         x, _ = batch
-        log_prob = self.net.log_prob(x)
-        nats = -log_prob
-        aux = self.net.auxiliary_loss()
-        if aux is not None:
-            nats = nats + aux
-        loss = nats.mean() / (self.num_dims * math.log(2))
-        return loss, (-log_prob).mean() / (self.num_dims * math.log(2))
+        return self.net.training_loss(x)
 
     def training_step(self, batch, batch_idx):
         loss, bpd = self.training_loss(batch)
