@@ -269,7 +269,7 @@ def run_compare(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         if not _check(args.layer, first_slot_channels(args.tables[0])):  # as the user spelt it
-            print(f"{name} is not exact: nothing trained or recorded")
+            print(f"{name} fails check-layer: nothing trained or recorded")
             return 1
         for table in args.tables:
             compare_table(table, spec, name, args, device)
