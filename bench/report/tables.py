@@ -5,7 +5,11 @@ record per evaluation). For each table: ``results/tables/<table>.{md,csv,tex}`` 
 paper's table (its rows in the paper's order, then rows only we measured), each metric as a
 "paper" and an "ours" column, a sampling-time ratio to the paper's fastest row where the table
 has ST, and plots. A measured cell is the newest record holding that metric (paper profile
-before demo); it carries a reference [n] to the record's profile, device, date and command.
+before demo); it carries a reference [n] to the record's profile, device, date and command. A
+trained metric's cell aggregates that row's seeds measured under the same conditions,
+``mean ± std (n=N)``, and a ``Rank`` column ranks the rows measured under identical conditions
+by the headline metric with a mark on those not significantly different from the best
+(`bench.report.ranking`).
 A cell with no record reads ``not run``; a row without a config reads ``not built``. A row whose
 records come from ``python -m bench compare`` (they name the ``compared_layer``) is marked
 ``(user row)``.
@@ -25,10 +29,18 @@ import pandas as pd
 from bench.catalog import row_configs, table_meta
 from bench.config import CONFIG_DIR, read_yaml
 from bench.published import load_published, published_value, unit_scale
-from bench.records import METRICS, load_records, measured_value, pick_record, write_atomic
+from bench.records import METRICS, load_records, measured_value, write_atomic
 from bench.report import plots
 from bench.report.conditions import condition_label, preprocessing_notes
 from bench.report.fidelity import write_fidelity
+from bench.report.ranking import (
+    aggregate,
+    choose_record,
+    early_text,
+    rank_cell,
+    rank_rows,
+    ranking_note,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,38 +85,36 @@ def build_table(
     ]
     row_order = list(dict.fromkeys(pub["row"]))
     row_order += sorted({r["row"] for r in records} - set(row_order))
-    references: list[str] = []
-    ref_index: dict[str, int] = {}
+    cite = _Citations()
     lines = []
     published_st: dict[str, float] = {}
     medians = False  # whether a timing cell shows a median (the legend then says so)
+    by_row = {row: [r for r in records if r["row"] == row] for row in row_order}
+    measured_by_row = {
+        row: [r for r in mine if r.get("status") != "skipped"] for row, mine in by_row.items()
+    }
+    ranking = rank_rows(measured_by_row)
     for row in row_order:
-        mine = [r for r in records if r["row"] == row]
-        skipped = [r for r in mine if r.get("status") == "skipped"]
-        measured = [r for r in mine if r.get("status") != "skipped"]
+        skipped = [r for r in by_row[row] if r.get("status") == "skipped"]
+        measured = measured_by_row[row]
         user_row = any(r.get("compared_layer") for r in measured)
         entry: dict[str, Any] = {"Method": f"{row} (user row)" if user_row else row, "_row": row}
+        if ranking is not None and ranking.rows:  # a column only where rows are ranked
+            entry["Rank"] = rank_cell(ranking, row)
         for metric in metrics:
             label = METRICS[metric].label
             text, value = _published_cell(pub, row, metric)
             entry[f"{label} paper"] = text
             if metric == "st_ms" and value is not None:
                 published_st[row] = value
-            record = pick_record(measured, metric)
+            record = choose_record(measured, metric)
             if record is not None:
-                key = record["_source"]
-                if key not in ref_index:
-                    ref_index[key] = len(references) + 1
-                    references.append(_reference(ref_index[key], record))
                 said = record.get("cells", {}).get(metric)
                 if said is not None:  # no number, and the record says why
-                    cell = f"{said} [{ref_index[key]}]"
+                    cell = f"{said} [{cite(record)}]"
                 else:
-                    value, spread, kind = measured_value(record, metric)
+                    cell, kind = _measured_cell(record, measured, metric, pub, row, cite)
                     medians |= kind == "median"
-                    text = _fmt(value) + f" (IQR {_fmt(spread)})" if kind == "median" else None
-                    condition = condition_label(record, metric, paper_dataset(pub, row))
-                    cell = f"{text or _fmt(value, spread)}{condition} [{ref_index[key]}]"
             elif skipped:
                 cell = f"skipped ({skipped[-1].get('reason', 'no reason given')})"
             elif row not in configs:
@@ -133,8 +143,54 @@ def build_table(
         ]
     visible = frame[[c for c in frame.columns if not c.startswith("_")]]
     notes = preprocessing_notes({row: configs[row] for row in row_order if row in configs})
-    markdown = _markdown(table, visible, references, medians, notes)
-    return TableReport(table, markdown, frame, references)
+    ranked = ranking_note(ranking) if ranking is not None else ""
+    markdown = _markdown(table, visible, cite.references, medians, notes, ranked)
+    return TableReport(table, markdown, frame, cite.references)
+
+
+class _Citations:
+    """The references [n] of a table, one per record, numbered in the order cells cite them."""
+
+    def __init__(self) -> None:
+        self.references: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def __call__(self, record: dict) -> int:
+        key = record["_source"]
+        if key not in self.index:
+            self.index[key] = len(self.references) + 1
+            self.references.append(_reference(self.index[key], record))
+        return self.index[key]
+
+    def many(self, records: list[dict]) -> str:
+        """``3``, ``3, 7`` or ``3-5`` for consecutive numbers."""
+        numbers = sorted({self(r) for r in records})
+        runs: list[list[int]] = []
+        for n in numbers:
+            if runs and n == runs[-1][-1] + 1:
+                runs[-1].append(n)
+            else:
+                runs.append([n])
+        return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+def _measured_cell(
+    record: dict, measured: list[dict], metric: str, pub: pd.DataFrame, row: str, cite: _Citations
+) -> tuple[str, str]:
+    """(cell, kind) of a measured number: a trained metric aggregated over the row's seeds
+    (`ranking.aggregate`: ``mean ± std (n=N)``), a timing as its median (IQR) where recorded;
+    the conditions where they differ from the paper's, and the records cited."""
+    seeds = aggregate(measured, metric) if METRICS[metric].trained else None
+    if seeds is not None:
+        record = seeds.chosen
+        early = early_text(record)
+        condition = condition_label(record, metric, paper_dataset(pub, row))
+        condition += f" ({early})" if early else ""
+        return f"{seeds.text(_fmt)}{condition} [{cite.many(list(seeds.records))}]", "mean"
+    value, spread, kind = measured_value(record, metric)
+    text = _fmt(value) + f" (IQR {_fmt(spread)})" if kind == "median" else _fmt(value, spread)
+    condition = condition_label(record, metric, paper_dataset(pub, row))
+    return f"{text}{condition} [{cite(record)}]", kind
 
 
 def paper_dataset(pub: pd.DataFrame, row: str) -> str | None:
@@ -147,6 +203,9 @@ def paper_dataset(pub: pd.DataFrame, row: str) -> str | None:
 def _reference(index: int, record: dict) -> str:
     when = (record.get("timestamp") or "")[:10]
     steps = f", {record['steps']} steps" if record.get("steps") else ""
+    steps += f" of batch {record['batch_size']}" if record.get("batch_size") else ""
+    steps += f", budget {record['budget_steps']} steps" if record.get("budget_steps") else ""
+    steps += f", seed {record['seed']}" if "seed" in record else ""
     note = f"; {record['note']}" if record.get("note") else ""
     return (
         f"[{index}] {record.get('profile', '?')} profile, {record.get('dataset', '?')}{steps}, "
@@ -156,16 +215,28 @@ def _reference(index: int, record: dict) -> str:
 
 
 def _markdown(
-    table: str, frame: pd.DataFrame, references: list[str], medians: bool, notes: list[str]
+    table: str,
+    frame: pd.DataFrame,
+    references: list[str],
+    medians: bool,
+    notes: list[str],
+    ranked: str = "",
 ) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     parts = [f"## {table_meta(table).title}", "", header, rule, *body, ""]
+    if ranked:
+        parts += [ranked, ""]
     parts.append(
         "`paper`: as printed (s* = printed in seconds). `ours`: measured, mean ± std; "
         "[n] names the record. `not run`: no record yet; `not built`: no model yet."
         + (" Timings with (IQR): median and interquartile range of the runs." if medians else "")
+        + (
+            " (n=N): mean ± sample std over N seeds, trained under the same conditions."
+            if frame.apply(lambda column: column.astype(str).str.contains(r"\(n=\d+\)")).any().any()
+            else ""
+        )
         + " A measured cell names its data set and profile where they differ from the paper's."
         + (
             " (user row): a layer compared with `python -m bench compare`, not a row of the suite."
@@ -189,6 +260,9 @@ def _latex(frame: pd.DataFrame, title: str) -> str:
             ("_", r"\_"),
             ("#", r"\#"),
             ("±", r"$\pm$"),
+            ("≈", r"$\approx$"),
+            ("—", "---"),
+            ("–", "--"),
         ):
             text = text.replace(a, b)
         return text
