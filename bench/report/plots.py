@@ -1,5 +1,6 @@
 """Plots of the report (matplotlib, Agg): timing bars with error bars (paper vs ours), parameter
-count vs BPD, BPD training curves from the records, and layer-benchmark ratios."""
+count vs BPD, BPD training curves from the records, the ranking (seed mean ± std of the ranked
+rows, each seed a dot), and layer-benchmark ratios."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.published import published_value, unit_scale  # noqa: E402
-from bench.records import measured_value, pick_record, write_atomic  # noqa: E402
+from bench.records import METRICS, measured_value, pick_record, write_atomic  # noqa: E402
+from bench.report.ranking import HEADLINE, describe, rank_rows  # noqa: E402
 
 PNG_METADATA = {"Software": None}  # byte-identical output for the same records
 # The per-table plots, named <table>_<kind>.png; the report removes those it no longer writes.
-TABLE_PLOTS = ("timing", "params_bpd", "curves")
+TABLE_PLOTS = ("timing", "params_bpd", "curves", "ranking")
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -121,6 +123,45 @@ def training_curves(table: str, records: list[dict], out_dir: Path) -> Path | No
     return save_figure(fig, out_dir / f"{table}_curves.png")
 
 
+def _user_row(records) -> bool:
+    return any(r.get("compared_layer") for r in records)
+
+
+def ranking_plot(table: str, records: list[dict], out_dir: Path) -> Path | None:
+    """``<table>_ranking.png``: the ranked rows (`bench.report.ranking.rank_rows`), best at the
+    top, as seed mean ± sample std with each seed's value a dot; ≈ marks a row not
+    significantly different from the best. None where nothing is ranked."""
+    rows = sorted({r["row"] for r in records})
+    ranking = rank_rows({row: [r for r in records if r["row"] == row] for row in rows})
+    if ranking is None or not ranking.rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.45 * len(ranking.rows)))
+    y = np.arange(len(ranking.rows))[::-1]
+    for place, ranked in zip(y, ranking.rows, strict=True):
+        seeds = ranked.seeds
+        colour = "tab:blue" if ranked.rank == 1 or ranked.similar else "tab:red"
+        colour = "tab:gray" if ranked.single_seed and ranked.rank > 1 else colour
+        ax.errorbar(
+            seeds.mean, place, xerr=seeds.std or 0.0, fmt="o", color=colour, capsize=4, ms=7
+        )
+        ax.scatter(seeds.values, [place] * seeds.n, s=12, color="k", alpha=0.5, zorder=3)
+    labels = [
+        f"{r.rank}. {r.row}{' (user row)' if _user_row(r.seeds.records) else ''}"
+        f"{' ≈' if r.similar else ''} (n={r.seeds.n})"
+        for r in ranking.rows
+    ]
+    ax.set_yticks(y, labels, fontsize=8)
+    better = "higher" if HEADLINE[ranking.metric] else "lower"
+    ax.margins(x=0.08, y=0.25)
+    ax.set_xlabel(
+        f"{METRICS[ranking.metric].label} ({better} is better): seed mean ± std, dots: seeds\n"
+        "blue: best or ≈ (Welch p ≥ 0.05), red: worse (p < 0.05), gray: single seed, no test",
+        fontsize=8,
+    )
+    ax.set_title(f"{table}: ranking\n{describe(ranking.key)}", fontsize=9)
+    return save_figure(fig, out_dir / f"{table}_ranking.png")
+
+
 def table_plots(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Path) -> list[Path]:
     """Every `TABLE_PLOTS` kind that has data; returns the paths written."""
     measured = [r for r in records if r.get("status") != "skipped"]
@@ -128,6 +169,7 @@ def table_plots(table: str, pub: pd.DataFrame, records: list[dict], out_dir: Pat
         timing_bars(table, pub, measured, out_dir),
         params_vs_bpd(table, pub, measured, out_dir),
         training_curves(table, measured, out_dir),
+        ranking_plot(table, measured, out_dir),
     )
     return [path for path in written if path is not None]
 
