@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import ttest_ind
 
 from bench.protocol import WARMUP_RULE
-from bench.report.ranking import aggregate, rank_rows
+from bench.report.ranking import aggregate, rank_rows, welch_p
 from bench.report.tables import report
 
 TABLE = "toy_t1"
@@ -82,8 +82,9 @@ def test_a_rerun_of_a_seed_counts_once_the_newest(tmp_path):
 
 def test_clearly_separated_rows_are_not_marked_and_overlapping_ones_are(tmp_path):
     best, far, near = [1.00, 1.01, 1.02], [2.00, 2.01, 2.02], [1.0, 1.3, 0.9]
-    records = seeds("A", best) + seeds("B", far) + seeds("C", near)
+    records = seeds("A", best) + seeds("B", far, compared_layer="mine") + seeds("C", near)
     markdown = render(tmp_path, records)
+    assert line_of(markdown, "B")[0] == "B (user row)"  # a user row is ranked like the others
     p_far = ttest_ind(best, far, equal_var=False).pvalue
     p_near = ttest_ind(best, near, equal_var=False).pvalue
     assert p_far < 0.05 <= p_near
@@ -167,3 +168,9 @@ def test_a_table_with_no_two_comparable_rows_has_no_rank_column(tmp_path):
     markdown = render(tmp_path, seeds("A", [1.0]) + seeds("B", [1.5], steps=500))
     assert "| Rank |" not in markdown
     assert "not ranked, no two rows have BPD measured under the same conditions" in markdown
+
+
+def test_seeds_without_spread_compare_as_scipy_in_the_limit():
+    assert welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0  # scipy: nan; identical, so not different
+    assert welch_p([1.0, 1.0], [2.0, 2.0]) == 0.0  # as scipy's (t = -inf), without its warning
+    assert np.isnan(welch_p([1.0], [2.0, 2.5]))
