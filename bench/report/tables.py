@@ -163,7 +163,7 @@ class _Citations:
         return self.index[key]
 
     def many(self, records: list[dict]) -> str:
-        """``3``, ``3, 7`` or ``3-5`` for consecutive numbers."""
+        """``3``, ``3, 7`` or ``3–5`` (three or more consecutive numbers)."""
         numbers = sorted({self(r) for r in records})
         runs: list[list[int]] = []
         for n in numbers:
