@@ -174,3 +174,18 @@ def test_seeds_without_spread_compare_as_scipy_in_the_limit():
     assert welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0  # scipy: nan; identical, so not different
     assert welch_p([1.0, 1.0], [2.0, 2.0]) == 0.0  # as scipy's (t = -inf), without its warning
     assert np.isnan(welch_p([1.0], [2.0, 2.5]))
+
+
+def test_an_older_record_of_a_higher_profile_does_not_hide_the_equal_budget_sweep(tmp_path):
+    """Rows with an older single `short` record (which `pick_record` prefers over demo) and a
+    three-seed demo sweep: the sweep is the ranked group, and its cells show the sweep."""
+    older = [make(row, 0, 3.0 + i, steps=200 + i, profile="short") for i, row in enumerate("AB")]
+    sweep = seeds("A", [1.0, 1.1, 1.2], budget_steps=1000) + seeds(
+        "B", [2.0, 2.1, 2.2], budget_steps=1000
+    )
+    markdown = render(tmp_path, older + sweep)
+    assert line_of(markdown, "A")[1] == "1"
+    assert line_of(markdown, "B")[1].startswith("2 (p")
+    assert "1.100 ± 0.100 (n=3)" in line_of(markdown, "A")[3]
+    assert "2.100 ± 0.100 (n=3)" in line_of(markdown, "B")[3]
+    assert "Ranked: demo profile, 1000 steps of batch 32, mnist" in markdown

@@ -2,18 +2,20 @@
 with the uncertainty of that order.
 
 Aggregation (`aggregate`). A cell of a trained metric (`bench.records.METRICS`, ``trained``)
-shows the record `choose_record` picks (`bench.records.pick_record`: highest profile, then the
-newest; a record that ended early only where the row has no other) together with every other
-record of that row measured under the same `bench.protocol.conditions`: the newest record per
+shows the row's records under the ranked conditions where it has any, else the record
+`choose_record` picks (`bench.records.pick_record`: highest profile, then the newest; a record
+that ended early only where the row has no other) together with every other record of that row
+measured under the same `bench.protocol.conditions`: the newest record per
 seed (`bench.protocol.record_seed`; a rerun of a seed replaces it) gives ``mean ± std (n=N)``,
 std the sample standard deviation (ddof=1). One seed reads as a plain value.
 
 Ranking (`rank_rows`). A table ranks its rows by the seed mean of its headline metric
 (`HEADLINE`: the first of bpd, accuracy, mse, fid, nll that a record holds; lower is better,
 accuracy higher) over the rows of ONE conditions group: the group with the most rows (ties: more
-seeds, then the newest record). Rows measured under other conditions, and rows whose record ended
-early (`bench.protocol.ended_early`), are listed but not ranked. Each ranked row is compared with
-the best by Welch's t-test (`welch_p`, unequal variances) on the seed values; ``≈`` marks a row
+seeds, then the newest record), a row counting in every group it has finished records in. Rows
+measured under other conditions, and rows whose record ended early
+(`bench.protocol.ended_early`), are listed but not ranked. Each ranked row is compared with the
+best by Welch's t-test (`welch_p`, unequal variances) on the seed values; ``≈`` marks a row
 whose difference from the best is not significant (p >= `ALPHA`). With a single seed on either
 side there is no test and the cell says so.
 """
@@ -119,10 +121,19 @@ class Aggregate:
         return f"{fmt(self.mean, self.std)} (n={self.n})"
 
 
-def aggregate(records: list[Record], metric: str) -> Aggregate | None:
-    """The seeds of one row's cell for ``metric``: the records under the conditions of the
-    record `choose_record` picks (and, like it, ended early or not), newest per seed; None
-    where no record holds a number for it."""
+def aggregate(records: list[Record], metric: str, key: tuple | None = None) -> Aggregate | None:
+    """The seeds of one row's cell for ``metric``: the finished records under the conditions
+    ``key`` (the ranked group's) where the row has any, else the records under the conditions
+    of the record `choose_record` picks (and, like it, ended early or not); newest per seed.
+    None where no record holds a number for it."""
+    if key is not None:
+        group = [
+            r
+            for r in records
+            if _numeric(r, metric) and conditions(r) == key and not ended_early(r)
+        ]
+        if group:
+            return _seeds(group, metric, key)
     chosen = choose_record(records, metric)
     if chosen is None or not _numeric(chosen, metric):
         return None
@@ -132,6 +143,10 @@ def aggregate(records: list[Record], metric: str) -> Aggregate | None:
         for r in records
         if _numeric(r, metric) and conditions(r) == key and ended_early(r) == early
     ]
+    return _seeds(group, metric, key)
+
+
+def _seeds(group: list[Record], metric: str, key: tuple) -> Aggregate:
     seeds = newest_per_seed(group)
     values = tuple(float(r["metrics"][metric]) for r in seeds)
     return Aggregate(metric, key, tuple(seeds), values)
@@ -199,38 +214,55 @@ def _group_order(group: dict[str, Aggregate]) -> tuple:
     return (len(group), sum(a.n for a in group.values()), newest)
 
 
+def condition_groups(records_by_row: dict[str, list[Record]], metric: str) -> dict[tuple, dict]:
+    """Conditions key -> {row: its seeds under that key}, over every finished record: a row
+    measured under several conditions (an older single run and an equal-budget sweep) is in
+    each of their groups."""
+    groups: dict[tuple, dict[str, Aggregate]] = {}
+    for row, records in records_by_row.items():
+        finished = [r for r in records if _numeric(r, metric) and not ended_early(r)]
+        for key in dict.fromkeys(conditions(r) for r in finished):
+            groups.setdefault(key, {})[row] = aggregate(records, metric, key)
+    return groups
+
+
 def rank_rows(records_by_row: dict[str, list[Record]]) -> Ranking | None:
     """Rank the rows (row -> its measured records) by the seed mean of the headline metric, in
-    the conditions group with the most rows; None where no record holds a headline metric.
-    Fewer than two rows in that group: nothing is ranked (``key`` None)."""
+    the conditions group with the most rows (ties: more seeds, then the newest); None where no
+    record holds a headline metric. Fewer than two rows in that group: nothing is ranked
+    (``key`` None)."""
     metric = headline_metric(r for rows in records_by_row.values() for r in rows)
     if metric is None:
         return None
-    cells = {row: aggregate(recs, metric) for row, recs in records_by_row.items()}
-    cells = {row: cell for row, cell in cells.items() if cell is not None}
     ranking = Ranking(metric, None)
-    groups: dict[tuple, dict[str, Aggregate]] = {}
-    for row, cell in cells.items():
-        if cell.ended_early:
-            ranking.unranked[row] = "ended early"
-        else:
-            groups.setdefault(cell.key, {})[row] = cell
+    groups = condition_groups(records_by_row, metric)
     best_group = max(groups.values(), key=_group_order, default={})
-    if len(best_group) < 2:
-        ranking.unranked.update({row: "other conditions" for g in groups.values() for row in g})
-        return ranking
-    ranking.key = next(iter(best_group.values())).key
-    higher = HEADLINE[metric]
-    order = sorted(best_group.items(), key=lambda item: -item[1].mean if higher else item[1].mean)
-    best = order[0][1]
-    for place, (row, cell) in enumerate(order, start=1):
-        single = min(best.n, cell.n) == 1
-        p = None if place == 1 or single else welch_p(best.values, cell.values)
-        ranking.rows.append(Ranked(row, place, cell, p, single))
-    for group in groups.values():
-        if group is not best_group:
-            ranking.unranked.update({row: "other conditions" for row in group})
+    if len(best_group) >= 2:
+        ranking.key = next(iter(best_group.values())).key
+        higher = HEADLINE[metric]
+        order = sorted(best_group.items(), key=lambda kv: -kv[1].mean if higher else kv[1].mean)
+        best = order[0][1]
+        for place, (row, cell) in enumerate(order, start=1):
+            single = min(best.n, cell.n) == 1
+            p = None if place == 1 or single else welch_p(best.values, cell.values)
+            ranking.rows.append(Ranked(row, place, cell, p, single))
+    ranked = {r.row for r in ranking.rows}
+    for row, records in records_by_row.items():
+        holding = [r for r in records if _numeric(r, metric)]
+        if holding and row not in ranked:
+            early = all(ended_early(r) for r in holding) or any(
+                ended_early(r) and r.get("budget_steps") == _budget(ranking) for r in holding
+            )
+            ranking.unranked[row] = "ended early" if early else "other conditions"
     return ranking
+
+
+def _budget(ranking: Ranking) -> int | None:
+    """The step budget of the ranked records (None: not an equal-budget ranking)."""
+    for ranked in ranking.rows:
+        for record in ranked.seeds.records:
+            return record.get("budget_steps")
+    return None
 
 
 def rank_cell(ranking: Ranking, row: str) -> str:

@@ -113,7 +113,8 @@ def build_table(
                 if said is not None:  # no number, and the record says why
                     cell = f"{said} [{cite(record)}]"
                 else:
-                    cell, kind = _measured_cell(record, measured, metric, pub, row, cite)
+                    key = ranking.key if ranking is not None else None
+                    cell, kind = _measured_cell(record, measured, metric, pub, row, cite, key)
                     medians |= kind == "median"
             elif skipped:
                 cell = f"skipped ({skipped[-1].get('reason', 'no reason given')})"
@@ -175,12 +176,19 @@ class _Citations:
 
 
 def _measured_cell(
-    record: dict, measured: list[dict], metric: str, pub: pd.DataFrame, row: str, cite: _Citations
+    record: dict,
+    measured: list[dict],
+    metric: str,
+    pub: pd.DataFrame,
+    row: str,
+    cite: _Citations,
+    ranked_key: tuple | None = None,
 ) -> tuple[str, str]:
     """(cell, kind) of a measured number: a trained metric aggregated over the row's seeds
-    (`ranking.aggregate`: ``mean ± std (n=N)``), a timing as its median (IQR) where recorded;
+    (`ranking.aggregate`: ``mean ± std (n=N)``, under the ranked conditions ``ranked_key`` where
+    the row has records there), a timing as its median (IQR) where recorded;
     the conditions where they differ from the paper's, and the records cited."""
-    seeds = aggregate(measured, metric) if METRICS[metric].trained else None
+    seeds = aggregate(measured, metric, ranked_key) if METRICS[metric].trained else None
     if seeds is not None:
         record = seeds.chosen
         early = early_text(record)
