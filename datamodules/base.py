@@ -161,12 +161,6 @@ class ImageDataModule(pl.LightningDataModule):
             raise DataSizeError(
                 f"{self.name}: val_size {n_val} does not fit {len(train_x)} training images"
             )
-        if len(train_x) - n_val < self.batch_size:
-            raise DataSizeError(
-                f"{self.name}: {len(train_x) - n_val} training images (after {n_val} for "
-                f"validation) do not fill one batch of {self.batch_size}; lower "
-                "data.batch_size or data.val_size, or load more images"
-            )
         order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = order[:n_val], order[n_val:]
         self._splits = {
@@ -214,6 +208,15 @@ class ImageDataModule(pl.LightningDataModule):
         return DataLoader(dataset, **options)
 
     def train_dataloader(self) -> DataLoader:
+        """The training loader; a `DataSizeError` when the split cannot fill one batch (the
+        loader drops the last partial batch, so training would run no step)."""
+        size = len(self.dataset("train"))
+        if size < self.batch_size:
+            raise DataSizeError(
+                f"{self.name}: {size} training images (after {len(self.dataset('val'))} for "
+                f"validation) do not fill one batch of {self.batch_size}; lower "
+                "data.batch_size or data.val_size, or load more images"
+            )
         return self._loader("train", True)
 
     def val_dataloader(self) -> DataLoader:
