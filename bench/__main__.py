@@ -17,8 +17,13 @@ from pathlib import Path
 
 from bench import commands, records
 from bench.config import PROFILES, ConfigError
+from bench.schema import MIN_CROP, at_least
 from datamodules import DataFileError
 from models.slots import LayerSpecError
+
+# ``--set a=1 --set b=2`` keeps both (each ``--set`` adds to the list, it does not replace it).
+SET_OPTION = {"nargs": "*", "action": "extend", "default": [], "metavar": "KEY=VALUE"}
+COUNT = at_least(1)  # a command-line count: 1 or more
 
 
 def positive_int(text: str) -> int:
@@ -65,12 +70,12 @@ def _add_compare(sub) -> None:
     compare.add_argument("--data_dir", "--data-dir", default=None)
     compare.add_argument("--results_dir", "--results-dir", default="results/compare")
     compare.add_argument("--work_dir", "--work-dir", default="outputs/compare")
-    compare.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    compare.add_argument("--set", **SET_OPTION)
     compare.add_argument("--accelerator", default=None)
     compare.add_argument("--device", default=None, help="layer timing device (default cuda if any)")
-    compare.add_argument("--runs", type=int, default=10, help="runs per layer timing")
+    compare.add_argument("--runs", type=COUNT, default=10, help="runs per layer timing")
     compare.add_argument(
-        "--layer-batch", type=int, default=None, help="layer timing batch (default: the row's)"
+        "--layer-batch", type=COUNT, default=None, help="layer timing batch (default: the row's)"
     )
     compare.add_argument("--no-fit", action="store_true", help="parameters and layer timing only")
     compare.add_argument(
@@ -98,10 +103,8 @@ def _add_row_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config entries, e.g. module.lr=3e-4 trainer.max_steps=100",
+        **SET_OPTION,
+        help="override config entries, e.g. module.lr=3e-4 trainer.max_steps=100 (repeatable)",
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint for test/time")
     parser.add_argument("--device", default=None, help="device for time (default cuda if any)")
@@ -113,7 +116,7 @@ def _add_fit(sub) -> None:
     fit.add_argument("--resume", action="store_true", help="continue from the row's last.ckpt")
     fit.add_argument("--accelerator", default=None)
     fit.add_argument("--devices", default=None)
-    fit.add_argument("--num_nodes", "--num-nodes", type=int, default=None)
+    fit.add_argument("--num_nodes", "--num-nodes", type=COUNT, default=None)
     fit.add_argument("--strategy", default=None, help="e.g. ddp")
     _add_equal_budget(fit)
     fit.set_defaults(func=commands.row_command)
@@ -125,8 +128,8 @@ def _add_fit(sub) -> None:
     timing.set_defaults(func=commands.row_command)
     fid = sub.add_parser("fid", help="FID of a row's checkpoint against the training split")
     _add_row_options(fid)
-    fid.add_argument("--num_samples", "--num-samples", type=int, default=50_000)
-    fid.add_argument("--temperature", type=float, default=1.0)
+    fid.add_argument("--num_samples", "--num-samples", type=COUNT, default=50_000)
+    fid.add_argument("--temperature", type=at_least(0, float, above=True), default=1.0)
     fid.add_argument("--seed", type=int, default=0)
     fid.add_argument(
         "--feature_extractor",
@@ -137,7 +140,7 @@ def _add_fit(sub) -> None:
     config = sub.add_parser("config", help="print a row's resolved, validated configuration")
     config.add_argument("--config", required=True, help="bench/configs/<table>/<row>.yaml")
     config.add_argument("--profile", default="paper", choices=PROFILES)
-    config.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    config.add_argument("--set", **SET_OPTION)
     config.set_defaults(func=commands.config_command)
 
 
@@ -163,12 +166,12 @@ def _add_tools(sub) -> None:
         default=None,
         help="image files or scikit-image photo names (default: 4 bundled)",
     )
-    compress.add_argument("--crop", type=int, default=None)
+    compress.add_argument("--crop", type=at_least(MIN_CROP), default=None)
     compress.add_argument(
         "--cells", nargs="+", default=None, help="WIDTHxDEPTH networks, e.g. 6x7 8x6"
     )
-    compress.add_argument("--steps", type=int, default=None)
-    compress.add_argument("--seeds", type=int, default=None, help="trainings per cell")
+    compress.add_argument("--steps", type=COUNT, default=None)
+    compress.add_argument("--seeds", type=COUNT, default=None, help="trainings per cell")
     compress.add_argument(
         "--settings",
         default=None,
@@ -181,8 +184,8 @@ def _add_tools(sub) -> None:
     layers = sub.add_parser("layers", help="layer timing benchmarks (ratios to conv2d)")
     layers.add_argument("--family", default="inverse_conv", choices=["inverse_conv", "fourier"])
     layers.add_argument("--device", default=None, help="default: cuda if any, else cpu")
-    layers.add_argument("--batch", type=int, default=100)
-    layers.add_argument("--runs", type=int, default=10)
+    layers.add_argument("--batch", type=COUNT, default=100)
+    layers.add_argument("--runs", type=COUNT, default=10)
     layers.add_argument("--results_dir", "--results-dir", default="results")
     layers.set_defaults(func=commands.layers_command)
     check = sub.add_parser(
@@ -196,11 +199,11 @@ def _add_tools(sub) -> None:
         "convflow_bench.layers); FACTORY(channels) or FACTORY(channels, spatial_shape)",
     )
     check.add_argument("--shape", default="3,4,5", help="C,H,W of one input (default 3,4,5)")
-    check.add_argument("--batch", type=int, default=3)
+    check.add_argument("--batch", type=COUNT, default=3)
     check.add_argument("--device", default="cpu")
     check.add_argument(
         "--perturb",
-        type=float,
+        type=at_least(0, float),
         default=0.1,
         help="add N(0, s^2) noise to every parameter first, away from an identity "
         "initialisation (default 0.1; 0 checks the layer as built)",
@@ -239,13 +242,13 @@ def _add_tables(sub) -> None:
     tables.add_argument("--work_dir", "--work-dir", default="outputs")
     tables.add_argument(
         "--budget-minutes",
-        type=float,
+        type=at_least(0, float, above=True),
         default=None,
         help="time budget shared by the rows: becomes one step count for every row, from a few "
         "timed steps of each (half the budget for training)",
     )
     _add_equal_budget(tables)
-    tables.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    tables.add_argument("--set", **SET_OPTION)
     tables.set_defaults(
         func=commands.run_tables_command,
         resume=False,

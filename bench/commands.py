@@ -43,6 +43,7 @@ def row_command(args: argparse.Namespace) -> int:
         )
         for seed in seeds
     ]
+    records.check_writable(Path(args.results_dir))  # before any evaluation or training
     for config in configs:
         record = COMMANDS[args.command](config, args)
         print_record(record)
@@ -95,11 +96,22 @@ def dfm_compress_command(args: argparse.Namespace) -> int:
 
 
 def _cell(text: str) -> tuple[int, int]:
-    """'8x6' -> (width 8, depth 6)."""
+    """'8x6' -> (width 8, depth 6), within `bench.schema.CompressionCell`'s bounds."""
+    from pydantic import ValidationError
+
+    from bench.schema import CompressionCell
+
     try:
         width, depth = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise ConfigError(f"--cells {text!r}: write WIDTHxDEPTH, e.g. 8x6") from None
+    try:
+        CompressionCell(width=width, depth=depth)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        raise ConfigError(
+            f"--cells {text!r}: {problem['loc'][0]} {problem['input']}: {problem['msg'].lower()}"
+        ) from None
     return width, depth
 
 

@@ -25,9 +25,11 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from filelock import FileLock
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic validates a TypedDict from here on 3.11
 
 from bench.config import PROFILE_RANK
 
@@ -115,6 +117,53 @@ RECORD_KEYS = (
     "wandb_url",
     "command",
 )
+# The keys a record must have to be shown; the others of `RECORD_KEYS` are missing from some
+# old records, and the tables show "?" for them.
+REQUIRED_KEYS = ("table", "row", "metrics")
+_RECORD_TYPES = TypeAdapter(Record)
+
+
+def record_problem(record: Any) -> str | None:
+    """What is wrong with a parsed record line, or None for a valid record: a mapping with
+    `REQUIRED_KEYS`, every key of `Record` of its declared type (strictly: no text for a
+    number, no number for a text), and a ``table`` that is a safe file name
+    (`check_path_name`). This is the one definition of a valid record."""
+    if not isinstance(record, dict):
+        return f"not a record: a JSON {type(record).__name__}, not an object"
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        return f"not a record: no {', '.join(missing)}"
+    try:
+        _RECORD_TYPES.validate_python(record, strict=True)
+        check_path_name(record["table"], "table")
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"'{where}' = {first['input']!r}: {first['msg'].lower()}"
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def check_path_name(name: str, what: str) -> str:
+    """``name`` if it is safe as one component of a path (a table, a row config's file name, a
+    compared layer's name): not empty, not ``.`` or ``..``, no ``/``, ``\\`` or NUL, no leading
+    ``.`` (a hidden file) or ``-``; else a `ValueError` naming ``what``. Every name the suite
+    puts in a path passes here first, so none leaves the results or work directory."""
+    bad = (
+        not isinstance(name, str)
+        or not name.strip()
+        or name.startswith((".", "-"))
+        or any(c in name for c in "/\\\0")
+    )
+    if bad:
+        raise ValueError(
+            f"{what} {name!r} cannot name a file: use letters, digits, '_', '-' and '.', with no "
+            "'/' and no leading '.' or '-'"
+        )
+    return name
+
+
 # The command line of the running `python -m bench` call (set by bench.__main__.main), recorded
 # in every record so each measured cell names the command that produced it.
 current_command: list[str] = []
@@ -214,14 +263,48 @@ def append_records(path: Path, records: list[Record]) -> None:
     path = Path(path)
     new = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     with lock_for(path):
-        old = path.read_text() if path.exists() else ""
-        if old and not old.endswith("\n"):
-            old += "\n"
-        write_atomic(path, old + new)
+        old = path.read_bytes() if path.exists() else b""  # bytes: a bad line stays as it is
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        write_atomic(path, old + new.encode())
 
 
 def records_path(results_dir: Path, table: str) -> Path:
-    return Path(results_dir) / "runs" / f"{table}.jsonl"
+    return Path(results_dir) / "runs" / f"{check_path_name(table, 'table')}.jsonl"
+
+
+class ResultsDirError(FileNotFoundError):
+    """A results directory records cannot be written to (a file in its path, read-only, full)."""
+
+
+def check_writable(results_dir: Path) -> None:
+    """Raise `ResultsDirError` (one line) unless a record can be written under
+    ``results_dir/runs``: creates the folder, writes and removes a small file there. Run before
+    training, so a fit does not discover after hours that its record has nowhere to go."""
+    runs = Path(results_dir) / "runs"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        write_atomic(runs / ".write-check", b"0" * 4096)
+        (runs / ".write-check").unlink()
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ResultsDirError(
+            f"results dir {results_dir} cannot hold records: {reason} ({err.filename or runs}); "
+            "pass another --results_dir"
+        ) from None
+
+
+def row_lock(
+    results_dir: Path, table: str, row_config_name: str, profile: str, seed: int
+) -> FileLock:
+    """The lock a process holds while it fits one row (table, row config, profile, seed) into
+    ``results_dir``: ``runs/.<table>.<row config>.<profile>.seed<seed>.lock``. It never waits
+    (``timeout=0``): entering it raises `filelock.Timeout` when another process runs the row,
+    which then skips it instead of training it a second time."""
+    names = [check_path_name(table, "table"), check_path_name(row_config_name, "row config")]
+    runs = Path(results_dir) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(runs / f".{names[0]}.{names[1]}.{profile}.seed{seed}.lock"), timeout=0)
 
 
 @dataclass
@@ -233,21 +316,23 @@ class Records:
 
 
 def load_records(results_dir: Path) -> Records:
-    """Every record under ``results_dir/runs``, each with ``_source`` = file:line; malformed
-    lines are reported in ``problems`` and skipped."""
+    """Every valid record (`record_problem`) under ``results_dir/runs``, each with ``_source`` =
+    file:line; a line that is not UTF-8, not JSON or not a valid record is reported in
+    ``problems`` (file:line: why) and skipped, and the file's other lines are kept."""
     out = Records()
     for path in sorted((Path(results_dir) / "runs").glob("*.jsonl")):
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
+        for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+            if not raw.strip():
                 continue
             try:
-                record = json.loads(line)
-                if not isinstance(record, dict) or not {"table", "row", "metrics"} <= set(record):
-                    raise ValueError("not a record (needs table, row, metrics)")
-                if not isinstance(record["metrics"], dict):
-                    raise ValueError("metrics must be a mapping")
-            except (json.JSONDecodeError, ValueError) as err:
-                problem = f"{path}:{number}: skipped malformed record ({err})"
+                record = json.loads(raw.decode("utf-8"))
+                problem = record_problem(record)
+            except UnicodeDecodeError as err:
+                problem = f"not UTF-8 text (byte {err.start})"
+            except json.JSONDecodeError as err:
+                problem = f"not JSON ({err})"
+            if problem:
+                problem = f"{path}:{number}: skipped malformed record ({problem})"
                 log.warning(problem)
                 out.problems.append(problem)
                 continue

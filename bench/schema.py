@@ -6,9 +6,50 @@ typed fields, defaults and located errors; ``extra="forbid"`` makes an unknown k
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import argparse
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Value bounds shared by the sections below: a count of things (>= 1), a count that may be 0,
+# a rate (> 0). A value of the right type outside its bounds is a `bench.config.ConfigError`
+# naming the key, before anything runs.
+Count = Annotated[int, Field(ge=1)]
+CountOrZero = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+# `datamodules.base.ImageDataModule` keeps a fifth of a ``subset`` (at least one image) for
+# validation, so a subset needs five images.
+MIN_SUBSET = 5
+# The smallest crop `bench.experiments.dfm_compression` scores: SSIM's Gaussian window is 11
+# pixels wide.
+MIN_CROP = 16
+
+
+def at_least(minimum: float, kind: Callable[[str], Any] = int, above: bool = False):
+    """An argparse ``type=`` for a command-line number: ``kind(text)``, refused (argparse's one
+    line, exit status 2) below ``minimum`` (or at it, with ``above``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value < minimum or (above and value == minimum):
+            bound = f"above {minimum}" if above else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bound}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _steps_or_unlimited(value: int | None, key: str) -> int | None:
+    """Lightning's -1 (no limit) or a positive count: 0 steps would train nothing."""
+    if value is not None and value != -1 and value < 1:
+        raise ValueError(f"{key} must be -1 (no limit) or at least 1, got {value}")
+    return value
 
 
 class Section(BaseModel):
@@ -20,16 +61,16 @@ class Section(BaseModel):
 class DataSection(Section):
     """Datamodule options (`datamodules`); ``None`` leaves the datamodule's own default."""
 
-    batch_size: int = 100
-    val_size: int = 5000
-    num_workers: int = 0
-    subset: int | None = None
+    batch_size: Count = 100
+    val_size: Count = 5000
+    num_workers: CountOrZero = 0
+    subset: Annotated[int, Field(ge=MIN_SUBSET)] | None = None
     download: bool | None = None
     shape: list[int] | None = None
-    num_train: int | None = None
-    num_test: int | None = None
-    crop_size: int | None = None
-    crops_per_image: int | None = None
+    num_train: Count | None = None
+    num_test: Count | None = None
+    crop_size: Count | None = None
+    crops_per_image: Count | None = None
     random_crops: bool | None = None
 
 
@@ -39,15 +80,15 @@ class TrainerSection(Section):
     max_epochs: int | None = 100
     max_steps: int = -1
     max_time: str | dict[str, int] | None = None
-    gradient_clip_val: float | None = 50.0
-    log_every_n_steps: int = 50
+    gradient_clip_val: NonNegative | None = 50.0
+    log_every_n_steps: Count = 50
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     limit_test_batches: int | float | None = None
     val_check_interval: int | float | None = None
     check_val_every_n_epoch: int | None = None
     num_sanity_val_steps: int | None = None
-    accumulate_grad_batches: int = 1
+    accumulate_grad_batches: Count = 1
     precision: str | int | None = None
     deterministic: bool | None = None
     enable_progress_bar: bool | None = None
@@ -57,6 +98,11 @@ class TrainerSection(Section):
     num_nodes: int | None = None
     strategy: str | None = None
 
+    @field_validator("max_steps", "max_epochs")
+    @classmethod
+    def _a_run_trains(cls, value: int | None, info) -> int | None:
+        return _steps_or_unlimited(value, info.field_name)
+
 
 class OptimSection(Section):
     """What every task trains with (`bench.tasks.base.Task.configure_optimizers`): the
@@ -65,26 +111,26 @@ class OptimSection(Section):
     an exponential one: the lr times ``gamma`` every ``decay_every`` epochs (``decay_unit:
     epoch``, torch's ExponentialLR / StepLR stepped once per epoch) or steps."""
 
-    lr: float = 1e-3
+    lr: Positive = 1e-3
     optimizer: Literal["adam", "adamax", "sgd"] = "adam"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
+    weight_decay: NonNegative = 0.0
+    momentum: NonNegative = 0.9
     betas: list[float] = [0.9, 0.999]
-    warmup_steps: int = 0
-    warmup_epochs: float = 0.0
+    warmup_steps: CountOrZero = 0
+    warmup_epochs: NonNegative = 0.0
     # Equal-budget runs (bench.protocol.WARMUP_RULE): the warm-up, in steps, is at most this.
-    warmup_max_steps: int | None = None
+    warmup_max_steps: CountOrZero | None = None
     schedule: Literal["constant", "cosine", "linear", "exponential"] = "constant"
-    final_lr: float | None = None
-    gamma: float | None = None
-    decay_every: int = 1
+    final_lr: NonNegative | None = None
+    gamma: Positive | None = None
+    decay_every: Count = 1
     decay_unit: Literal["epoch", "step"] = "epoch"
 
 
 class FlowModuleSection(OptimSection):
-    ema_decay: float | None = None
-    num_samples: int = 16
-    temperature: float = 1.0
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
+    num_samples: CountOrZero = 16
+    temperature: Positive = 1.0
 
 
 class ClassifierModuleSection(OptimSection):
@@ -94,21 +140,21 @@ class ClassifierModuleSection(OptimSection):
 
 
 class DFMModuleSection(OptimSection):
-    num_samples: int = 16
+    num_samples: CountOrZero = 16
 
 
 class GeneratorModuleSection(OptimSection):
     """VAE, WAE and GAN rows (`bench.tasks.generators`); their loss weights are model_kwargs."""
 
-    num_samples: int = 64
+    num_samples: CountOrZero = 64
 
 
 class EvaluateSection(Section):
     timing: bool = True
-    st_runs: int = 10
-    ft_runs: int = 20
-    per_sample_calls: int = 100
-    fid: int = 0
+    st_runs: Count = 10
+    ft_runs: Count = 20
+    per_sample_calls: CountOrZero = 100  # 0: no per-sample timing
+    fid: CountOrZero = 0
 
 
 class WandbSection(Section):
@@ -143,6 +189,15 @@ class RowConfig(Section):
     compared_layer: str | None = None
     config_path: str = ""
     profile: Literal["paper", "short", "demo"] = "paper"
+
+    @field_validator("table")
+    @classmethod
+    def _table_is_a_file_name(cls, value: str) -> str:
+        """The table names files (``runs/<table>.jsonl``, ``tables/<table>.md``) and a folder
+        of the run directory: `bench.records.check_path_name`'s rule."""
+        from bench.records import check_path_name  # bench.records imports bench.config
+
+        return check_path_name(value, "table")
 
 
 class FlowRowConfig(RowConfig):
@@ -191,3 +246,12 @@ class TableSection(Section):
     order: int = 0
     experiment: str | None = None
     compare: CompareSection | None = None
+
+
+class CompressionCell(Section):
+    """One ``--cells WIDTHxDEPTH`` network of ``python -m bench dfm-compress``: a Fourier Net
+    layer of width w holds 2^w frequency vectors per output, so the width is bounded (the
+    thesis's widest is 10)."""
+
+    width: Annotated[int, Field(ge=1, le=16)]
+    depth: Annotated[int, Field(ge=1, le=64)]

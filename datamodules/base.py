@@ -21,6 +21,11 @@ class DataFileError(FileNotFoundError):
     """A data file is missing or unreadable; the message says which and how to provide it."""
 
 
+class DataSizeError(DataFileError):
+    """The data loaded does not fit the config: images of another shape than the data set's,
+    or too few images for the validation split and one training batch."""
+
+
 class ImageTensorDataset(Dataset):
     """uint8 images [N,C,H,W] + labels [N] -> (float image 0..255, label), and the example's
     index as a third element with ``with_index`` (models with one learned latent per image)."""
@@ -150,9 +155,12 @@ class ImageDataModule(pl.LightningDataModule):
             train_x, train_y = train_x[: self.subset], train_y[: self.subset]
             n_test = max(self.subset // 5, 1)
             test_x, test_y = test_x[:n_test], test_y[:n_test]
+        self.check_images(train_x, test_x)
         n_val = min(self.val_size, len(train_x) // 5) if self.subset else self.val_size
         if not 0 < n_val < len(train_x):
-            raise ValueError(f"val_size {n_val} does not fit {len(train_x)} training images")
+            raise DataSizeError(
+                f"{self.name}: val_size {n_val} does not fit {len(train_x)} training images"
+            )
         order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = order[:n_val], order[n_val:]
         self._splits = {
@@ -160,6 +168,19 @@ class ImageDataModule(pl.LightningDataModule):
             "val": ImageTensorDataset(train_x[val_idx], train_y[val_idx], self.with_index),
             "test": ImageTensorDataset(test_x, test_y, self.with_index),
         }
+
+    def check_images(self, train_x: Tensor, test_x: Tensor) -> None:
+        """Both splits hold uint8 images of this data set's shape [C, H, W] (the models are
+        built for it), at least one each; else a `DataSizeError` naming what was loaded."""
+        where = getattr(self, "data_dir", "")
+        for split, images in (("train", train_x), ("test", test_x)):
+            if images.dim() != 4 or tuple(images.shape[1:]) != tuple(self.shape):
+                raise DataSizeError(
+                    f"{self.name} {split} images in {where} are {tuple(images.shape[1:])}, "
+                    f"expected {tuple(self.shape)} [C, H, W]"
+                )
+            if len(images) == 0:
+                raise DataSizeError(f"{self.name}: the {split} split in {where} holds no images")
 
     @property
     def provenance(self) -> dict:
@@ -187,6 +208,15 @@ class ImageDataModule(pl.LightningDataModule):
         return DataLoader(dataset, **options)
 
     def train_dataloader(self) -> DataLoader:
+        """The training loader; a `DataSizeError` when the split cannot fill one batch (the
+        loader drops the last partial batch, so training would run no step)."""
+        size = len(self.dataset("train"))
+        if size < self.batch_size:
+            raise DataSizeError(
+                f"{self.name}: {size} training images (after {len(self.dataset('val'))} for "
+                f"validation) do not fill one batch of {self.batch_size}; lower "
+                "data.batch_size or data.val_size, or load more images"
+            )
         return self._loader("train", True)
 
     def val_dataloader(self) -> DataLoader:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import pickle
 import shutil
 from pathlib import Path
 
@@ -47,6 +48,39 @@ IDX_MD5 = {
         "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
     },
 }
+
+
+# What the pickled data files (CIFAR-10 batches, galaxy.pkl) are made of: numpy arrays (and the
+# helpers numpy's pickles rebuild them with, under numpy 1 and 2 module names), plus the
+# built-in lists, dicts, tuples, strings and numbers, which need no lookup.
+PICKLE_GLOBALS = {
+    *((f"numpy.{core}.multiarray", "_reconstruct") for core in ("core", "_core")),
+    *((f"numpy.{core}.multiarray", "scalar") for core in ("core", "_core")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
+}
+
+
+class ArraysOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds only numpy arrays and built-in containers (`PICKLE_GLOBALS`):
+    any other object a file asks for (a function such as os.system, a class) is refused, so a
+    crafted data file cannot run code when it is loaded."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it asks for {module}.{name}, which a data file of numpy arrays never holds "
+                "(refused: loading it could run code)"
+            )
+        return super().find_class(module, name)
+
+
+def load_arrays_pickle(path: Path, encoding: str = "ASCII"):
+    """The pickled contents of a data file, through `ArraysOnlyUnpickler`."""
+    with open(path, "rb") as handle:
+        return ArraysOnlyUnpickler(handle, encoding=encoding).load()
 
 
 def identify_idx(md5s: dict[str, str]) -> str | None:
@@ -191,15 +225,12 @@ class CIFAR10DataModule(ImageDataModule):
     test_files = ("test_batch",)
 
     def _read(self, path: Path) -> tuple[Tensor, Tensor]:
-        import pickle
-
         try:
-            with open(path, "rb") as handle:
-                entry = pickle.load(handle, encoding="latin1")
+            entry = load_arrays_pickle(path, encoding="latin1")
             data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = torch.tensor(entry.get("labels", entry.get("fine_labels")))
-        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
-            raise DataFileError(f"{path} is not a CIFAR-10 batch file (corrupt?): {err}") from err
+        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as err:
+            raise DataFileError(f"{path} is not a CIFAR-10 batch file (corrupt?): {err}") from None
         return torch.from_numpy(data.copy()), labels
 
     def load(self):
@@ -312,14 +343,11 @@ class GalaxyDataModule(ImageDataModule):
     folder = Path("galaxy_mergers") / "noninteracting"
 
     def _from_pickle(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        import pickle
-
         try:
-            with open(path, "rb") as handle:
-                train, _, test = pickle.load(handle)
+            train, _, test = load_arrays_pickle(path)
         except (OSError, pickle.UnpicklingError, ValueError, TypeError, EOFError) as err:
             message = f"{path} is not a galaxy.pkl (train, val, test) tuple: {err}"
-            raise DataFileError(message) from err
+            raise DataFileError(message) from None
         return np.asarray(train), np.asarray(test)
 
     def _from_folder(self, root: Path) -> tuple[np.ndarray, np.ndarray]:

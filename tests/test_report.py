@@ -143,6 +143,8 @@ def test_report_removes_what_it_no_longer_writes_and_keeps_other_commands_files(
     kept = [tables / "scaling_fourier.png", tables / "dfm_compression_examples.png"]
     for path in stale + kept:
         path.write_text("old")
+    # an earlier report wrote the stale files (its manifest says so), not the kept ones
+    (tables / ".manifest.json").write_text(json.dumps([p.name for p in stale]))
     out = report(results)
     assert sorted(out["removed"]) == sorted(stale)
     assert all(path.is_file() for path in kept)

@@ -28,11 +28,19 @@ TINY_DFM = [
 ]
 
 
-def test_a_failing_row_is_recorded_as_skipped_and_the_exit_status_says_so(tmp_path, capsys):
+def test_a_failing_row_is_recorded_as_skipped_and_the_exit_status_says_so(
+    tmp_path, capsys, monkeypatch
+):
+    from bench.experiments import run_tables
+
+    def failing_fit(config, args):  # a row that fails while it trains (a bad lr is refused
+        raise ValueError("Invalid learning rate: nan")  # before anything runs: issue 24)
+
+    monkeypatch.setattr(run_tables, "fit_command", failing_fit)
     torch.set_default_dtype(torch.float32)
     argv = ["run-tables", "--tables", "dfm_mnist", "--profile", "demo", "--dataset", "synthetic"]
     argv += ["--results_dir", str(tmp_path / "r"), "--work_dir", str(tmp_path / "o")]
-    code = main([*argv, "--set", *TINY_DFM, "module.lr=-1.0"])
+    code = main([*argv, "--set", *TINY_DFM])
     out = capsys.readouterr().out
     assert code == 1 and "1 of 1 rows failed" in out
     (record,) = [json.loads(x) for x in (tmp_path / "r/runs/dfm_mnist.jsonl").open()]

@@ -1,13 +1,17 @@
 """Lightning callbacks of a row's fit: its training curve for the record, the timing protocol
-at the end of fit, and a checkpoint of the last step trained."""
+at the end of fit, a checkpoint of the last step trained, and checkpoints written atomically."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from bench.records import write_atomic
 
 
 def evaluation_device(trainer: pl.Trainer | None = None) -> str:
@@ -109,3 +113,16 @@ class SaveLastStep(pl.Callback):
     def save(self, trainer) -> None:
         trainer.save_checkpoint(str(self.path))
         self.saved_step = trainer.global_step
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes every checkpoint of a fit (``best.ckpt``, ``last.ckpt``) as records are written
+    (`bench.records.write_atomic`): to a temporary file in the checkpoint's own folder, then
+    renamed over it. A save cut short (a full disk, a kill) leaves the previous checkpoint, never
+    a truncated one that a later ``--resume`` or ``test`` cannot read. (Lightning's own writer
+    stages the file in the system temporary folder and copies it across file systems.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_atomic(Path(path), buffer.getvalue())

@@ -38,13 +38,13 @@ import torch
 import yaml
 
 from bench.catalog import configured_tables, row_configs, row_label, table_meta
-from bench.config import CONFIG_DIR, ConfigError, load_config, read_yaml
+from bench.config import CONFIG_DIR, ConfigError, load_config, parse_override, read_yaml
 from bench.evaluators.timing import LAYER_PASSES, layer_timings
 from bench.experiments.check_layer import format_table
 from bench.experiments.layer_bench import append_layer_records
 from bench.experiments.run_tables import row_config, run_rows
 from bench.published import load_published
-from bench.records import load_records, write_atomic
+from bench.records import check_path_name, load_records, write_atomic
 from bench.report.plots import compare_layers_plot
 from bench.report.tables import report
 from models.checks import LayerContractError, check_layer
@@ -89,11 +89,36 @@ def reference(table: str):
 
 
 def check_name(table: str, name: str) -> None:
-    """A compared layer's row must not take the name of one of the table's rows."""
+    """A compared layer's row must not take the name of one of the table's rows, nor its row
+    config's file name (the run directory, `bench.experiments.run_dir.run_dir`, is named after
+    it: the layer's checkpoints would replace that row's), and must be safe as a file name."""
+    try:
+        check_path_name(slug(name), "--name")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if name in {row_label(path) for path in row_configs(table)}:
         raise ConfigError(
             f"--name {name!r} is a row of {table} already; give the compared layer another name"
         )
+    if slug(name) in {path.stem for path in row_configs(table)}:
+        raise ConfigError(
+            f"--name {name!r} is the config file name of a row of {table} "
+            f"(bench/configs/{table}/{slug(name)}.yaml), whose run directory it would take; "
+            "give the compared layer another name"
+        )
+
+
+def check_slot_overrides(table: str, overrides: list[str]) -> None:
+    """Refuse a ``--set`` of the slot's model argument: the layer trained would not be the one
+    the record names (``compared_layer``)."""
+    slot = reference(table).slot
+    for text in overrides:
+        kwargs = parse_override(text).get("model_kwargs")
+        if isinstance(kwargs, dict) and slot in kwargs:
+            raise ConfigError(
+                f"--set {text}: model_kwargs.{slot} is the slot that takes the compared layer "
+                f"in {table}; compare another layer by naming it (python -m bench compare LAYER)"
+            )
 
 
 def write_row(table: str, spec: str, name: str, results_dir: Path) -> Path:
@@ -266,6 +291,7 @@ def run_compare(args: argparse.Namespace) -> int:
     for table in args.tables:  # before anything runs: every table has a slot and a free name
         reference(table)
         check_name(table, name)
+        check_slot_overrides(table, args.set)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         if not _check(args.layer, first_slot_channels(args.tables[0])):  # as the user spelt it

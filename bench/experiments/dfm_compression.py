@@ -35,6 +35,7 @@ from bench.evaluators.image_codec import (
 from bench.evaluators.timing import device_name
 from bench.records import append_records, make_record, records_path
 from bench.report.compression import comparison_figure
+from datamodules import DataFileError
 from models.generators.dfm import FourierImage, pixel_grid
 from models.registry import count_params
 
@@ -260,6 +261,19 @@ def ran_profile_in_full(record: dict, profile: str) -> bool:
     )
 
 
+def load_crops(photos, crop: int) -> dict[str, np.ndarray]:
+    """photo -> its centre crop, every photo read before anything trains; a photo that is
+    missing, a folder, not an image, truncated or smaller than the crop is a one-line
+    `DataFileError` naming it (a run does not end with a table missing the photo)."""
+    crops = {}
+    for photo in photos:
+        try:
+            crops[photo] = centre_crop(load_photo(photo), crop)
+        except (OSError, ValueError, SyntaxError) as err:  # PIL: OSError for a bad file
+            raise DataFileError(f"photo {photo}: {err}") from None
+    return crops
+
+
 def run_compression(
     profile: str = "demo",
     photos=BUNDLED_PHOTOS,
@@ -270,14 +284,8 @@ def run_compression(
     """The compression cells of a profile on each photo (cells, seeds, steps, settings and
     crop overridable); appends one record per (photo, cell), writes the comparison figure."""
     settings = resolve_settings(profile, **overrides)
-    results, originals = [], {}
-    for photo in tqdm(photos, desc="photos"):
-        try:
-            image = centre_crop(load_photo(photo), settings["crop"])
-        except ValueError as err:
-            print(f"skipping {photo}: {err}")
-            continue
-        originals[photo] = image
+    results, originals = [], load_crops(photos, settings["crop"])
+    for photo, image in tqdm(originals.items(), desc="photos"):
         for width, depth in settings["cells"]:
             results.append(compress(photo, image, width, depth, settings, device))
             append_records(  # one cell at a time: a long run keeps what it finished

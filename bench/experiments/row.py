@@ -21,14 +21,28 @@ from bench.evaluators.bpd import evaluate_bpd
 from bench.evaluators.fid import compute_fid
 from bench.evaluators.timing import device_name, time_train_step, timing_summary
 from bench.experiments.callbacks import (
+    AtomicCheckpointIO,
     CurveRecorder,
     SaveLastStep,
     TimingCallback,
     evaluation_device,
 )
-from bench.experiments.run_dir import RUN_CONFIG, check_resumable, checkpoint_step, run_dir
+from bench.experiments.run_dir import (
+    RUN_CONFIG,
+    check_checkpoint_matches,
+    check_resumable,
+    checkpoint_step,
+    run_dir,
+)
 from bench.protocol import validation_interval
-from bench.records import Record, append_records, make_record, records_path, write_atomic
+from bench.records import (
+    Record,
+    append_records,
+    check_writable,
+    make_record,
+    records_path,
+    write_atomic,
+)
 from bench.report.tables import table_report
 from bench.tasks import TASKS, Task
 from datamodules import make_datamodule
@@ -141,12 +155,14 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
         callbacks=callbacks,
         inference_mode=False,
         use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],  # best.ckpt and last.ckpt: tmp file + rename
         **options,
     )
 
 
 def fit_command(config: dict, args) -> Record:
     """Train, test the best checkpoint, time, and append the record. Returns the record."""
+    check_writable(Path(args.results_dir))  # before training, not after it
     pl.seed_everything(config["seed"], workers=True)
     directory = run_dir(config, args.work_dir)
     datamodule, module = build(config, args.data_dir, directory)
@@ -158,6 +174,7 @@ def fit_command(config: dict, args) -> Record:
         log.warning("--resume: no checkpoint at %s, starting from scratch", last)
     if ckpt_path:
         check_resumable(config, directory / RUN_CONFIG)
+        check_checkpoint_matches(config, ckpt_path)  # readable, and this row's
     write_atomic(directory / RUN_CONFIG, yaml.safe_dump(config, sort_keys=False))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them
@@ -208,11 +225,12 @@ def log_tables(logger, record: Record, results_dir: Path) -> None:
 
 
 def load_module(config: dict, checkpoint: str | Path) -> Task:
-    """The row's task (flow, classifier or DFM generator) from a checkpoint."""
+    """The row's task (flow, classifier or DFM generator) from a checkpoint, which must hold
+    the config's model (`check_checkpoint_matches`); loaded weights-only."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    return TASKS[config["task"]].load_from_checkpoint(str(path), map_location="cpu")
+    check_checkpoint_matches(config, path)
+    task = TASKS[config["task"]]
+    return task.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
 
 
 def require_flow(config: dict, command: str) -> None:

@@ -5,6 +5,7 @@ trained with (``config.yaml``), which a ``--resume`` must match."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 from bench.config import ConfigError
+from bench.records import check_path_name
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,10 @@ log = logging.getLogger(__name__)
 def run_dir(config: dict, work_dir: str | Path) -> Path:
     """Where a row's checkpoints, logs and samples go: <work_dir>/<table>/<name>/<profile>, with
     ``-seed<k>`` appended for a seed k other than 0 (seeds of one row never share checkpoints)."""
-    name = Path(config["config_path"]).stem
+    try:
+        name = check_path_name(Path(config["config_path"]).stem, "row config name")
+    except ValueError as err:
+        raise ConfigError(f"{config['config_path']}: {err}") from None
     seed = config.get("seed") or 0
     leaf = config["profile"] + (f"-seed{seed}" if seed else "")
     return Path(work_dir) / config["table"] / name / leaf
@@ -63,7 +68,70 @@ def check_resumable(config: dict, saved_path: Path) -> None:
         )
 
 
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used: unreadable, or another row's."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint's contents, loaded weights-only (tensors and plain containers:
+    loading runs no code from the file); a missing, empty, truncated or foreign file is a
+    one-line `CheckpointError` (a missing one a `FileNotFoundError`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises many types for a bad file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({reason[:160]}): it is empty, truncated or not "
+            "a checkpoint written by this suite"
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(f"checkpoint {path} holds no model (no state_dict)")
+    return state
+
+
 def checkpoint_step(path: str | Path) -> int | None:
     """The global step a Lightning checkpoint was saved at."""
-    state = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
-    return state.get("global_step")
+    return read_checkpoint(path).get("global_step")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so a value read from a checkpoint compares with one from YAML."""
+    return json.loads(json.dumps(value, default=str))
+
+
+# Model arguments `bench.experiments.row.build` adds to the config's (one latent per image).
+BUILT_KWARGS = ("num_images",)
+
+
+def checkpoint_mismatch(config: dict, state: dict[str, Any]) -> str | None:
+    """What differs between the model a checkpoint holds (its saved hyperparameters) and the
+    one ``config`` builds: the model name, else the model_kwargs that differ; None if equal."""
+    saved = state.get("hyper_parameters") or {}
+    if saved.get("model") != config["model"]:
+        return f"model {saved.get('model')!r}, the config {config['model']!r}"
+    theirs = _plain(saved.get("model_kwargs") or {})
+    ours = _plain(config["model_kwargs"])
+    keys = sorted((set(theirs) | set(ours)) - set(BUILT_KWARGS))
+    changed = [
+        f"model_kwargs.{k} {theirs.get(k, 'unset')!r}, the config {ours.get(k, 'unset')!r}"
+        for k in keys
+        if theirs.get(k) != ours.get(k)
+    ]
+    return "; ".join(changed) or None
+
+
+def check_checkpoint_matches(config: dict, path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents if it holds ``config``'s model; else a one-line
+    `CheckpointError` naming what differs (another row's checkpoint would otherwise be
+    evaluated and recorded under this row's name)."""
+    state = read_checkpoint(path)
+    mismatch = checkpoint_mismatch(config, state)
+    if mismatch:
+        raise CheckpointError(
+            f"checkpoint {path} is not a checkpoint of {config['row']!r} "
+            f"({config['config_path']}): it holds {mismatch}"
+        )
+    return state

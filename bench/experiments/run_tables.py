@@ -20,6 +20,8 @@ import time
 import traceback
 from pathlib import Path
 
+from filelock import Timeout
+
 from bench.catalog import resolve_tables, row_configs, row_label, table_meta
 from bench.config import ConfigError, read_yaml
 from bench.evaluators.timing import device_name
@@ -35,6 +37,7 @@ from bench.records import (
     load_records,
     make_record,
     records_path,
+    row_lock,
     write_atomic,
 )
 from bench.report.tables import report
@@ -176,10 +179,15 @@ def run_rows(
         if not args.force and already_measured(config, records):
             print(f"{label}: already measured ({args.profile}); FORCE=1 to rerun")
             continue
-        print(f"{label}: fit, test, time ...", flush=True)
+        lock = row_lock(results_dir, config["table"], path.stem, config["profile"], config["seed"])
         start = time.monotonic()
         try:
-            record = fit_command(config, args)
+            with lock:  # another run-tables on this results dir skips the row meanwhile
+                if not args.force and already_measured(config, load_records(results_dir).rows):
+                    print(f"{label}: already measured ({args.profile}) by another run")
+                    continue
+                print(f"{label}: fit, test, time ...", flush=True)
+                record = fit_command(config, args)
             metric = TASKS[config["task"]].metric
             elapsed = time.monotonic() - start
             value = record["metrics"].get(metric)
@@ -187,6 +195,9 @@ def run_rows(
             print(f"{label}: {result} in {elapsed:.0f} s")
             keep_sample_grid(config, args, results_dir)
             succeeded += 1
+        except Timeout:
+            print(f"{label}: skipped, another process is running it ({lock.lock_file})")
+            continue
         except DataFileError as err:  # rows of the same data set are not tried again
             missing.add(config["dataset"])
             print(f"\n{err}\n")

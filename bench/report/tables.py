@@ -18,6 +18,7 @@ Malformed record lines are reported with file and line number and skipped.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -316,25 +317,40 @@ def write_table(rep: TableReport, out_dir: Path) -> list[Path]:
     return list(outputs)
 
 
+MANIFEST = ".manifest.json"  # in tables/: the files the last report wrote
+
+
+def read_manifest(out_dir: Path) -> set[str]:
+    """The names of the files earlier reports wrote in ``out_dir`` (empty when there is no
+    readable manifest: then nothing is removed)."""
+    try:
+        names = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def write_manifest(out_dir: Path, names: set[str]) -> None:
+    write_atomic(out_dir / MANIFEST, json.dumps(sorted(names), indent=1) + "\n")
+
+
 def remove_stale(
     out_dir: Path, tables: set[str], written: set[Path], with_plots: bool = True
 ) -> list[Path]:
-    """Remove what an earlier report wrote and this one no longer does: the ``.md``, ``.csv``,
-    ``.tex`` of tables that are gone, and `plots.TABLE_PLOTS` not written this time (files
-    other commands write, such as ``scaling_fourier.png``, are left alone)."""
+    """Remove what an earlier report wrote (its manifest, `MANIFEST`) and this one no longer
+    does: tables that are gone, plots not drawn this time (kept when this report draws none).
+    Files the report did not write (a user's notes, figures of other commands) are never
+    removed. Writes the new manifest. ``tables``: kept for callers, unused."""
+    previous = read_manifest(out_dir)
+    names = {path.name for path in written}
+    kept = {n for n in previous - names if not with_plots and n.endswith(".png")}
     stale = []
-    for path in sorted(out_dir.glob("*")):
-        if path in written:
-            continue
-        is_table = path.suffix in (".md", ".csv", ".tex") and path.stem not in tables
-        is_plot = (
-            with_plots
-            and path.suffix == ".png"
-            and any(path.stem.endswith(f"_{kind}") for kind in plots.TABLE_PLOTS)
-        )
-        if is_table or is_plot:
+    for name in sorted(previous - names - kept):
+        path = out_dir / name
+        if path.parent == out_dir and path.is_file():  # a name, never a path elsewhere
             path.unlink()
             stale.append(path)
+    write_manifest(out_dir, names | kept)
     return stale
 
 
@@ -377,7 +393,8 @@ def report(
         reports[table] = rep
         if with_plots:
             written.update(plots.table_plots(table, pub[pub["table"] == table], records, out_dir))
-    if chosen:
+    if chosen:  # nothing removed; what was written joins the manifest
+        write_manifest(out_dir, read_manifest(out_dir) | {p.name for p in written})
         return {"tables": reports, "problems": loaded.problems, "removed": []}
     if with_plots:
         layer_records = [r for r in loaded.rows if r["table"] == "layers"]
@@ -389,7 +406,6 @@ def report(
     problems_file = out_dir / "PROBLEMS.txt"
     if loaded.problems:
         write_atomic(problems_file, "\n".join(loaded.problems) + "\n")
-    else:
-        problems_file.unlink(missing_ok=True)
+        written.add(problems_file)
     removed = remove_stale(out_dir, set(tables), written, with_plots)
     return {"tables": reports, "problems": loaded.problems, "removed": removed}
