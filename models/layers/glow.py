@@ -123,6 +123,11 @@ class InvConv1x1LU(Bijection):
         """Only the strict triangles of ``lower`` and ``upper`` are used."""
         return {"lower": self.lower_mask, "upper": self.lower_mask.T}
 
+    def free_parameter_counts(self) -> dict[str, int]:
+        """The entries `parameter_masks` leaves free, without reading the masks (meta builds)."""
+        strict = self.channels * (self.channels - 1) // 2
+        return {"lower": strict, "upper": strict}
+
     def weight(self) -> Tensor:
         lower = self.lower * self.lower_mask + self.eye
         upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
