@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 LOG_2PI = math.log(2 * math.pi)
+Shape = tuple[int, int, int]  # an image's (C, H, W), without the batch
 
 
 class SingularOperatorError(ValueError):

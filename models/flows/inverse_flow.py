@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from models.core import Bijection, Compose, ElementwiseShift, Flow, image_preprocessing
-from models.flows.glow import Shape, glow, multiscale_flow
+from models.core import Bijection, Compose, ElementwiseShift, Flow, Shape, image_preprocessing
+from models.flows.glow import glow, multiscale_flow
 from models.layers.emerging import ConvExponential, emerging_conv
 from models.layers.glow import ActNorm, AffineCoupling, InvConv1x1, InvConv1x1LU
 from models.layers.inverse_conv import CausalConv2d, FInCConv2d, InverseConv2d
