@@ -15,23 +15,19 @@ import torch
 from torch import nn
 
 from models.core import ElementwiseShift, Flow, Logit, Scale, Shift
+from models.flows.causal_conv import cinc_flow, finc_flow
 from models.flows.conf import conf
+from models.flows.emerging import emerging_glow
 from models.flows.ffjord import ffjord
 from models.flows.glow import glow, realnvp
 from models.flows.iconvnet import iconvnet
-from models.flows.inverse_flow import (
-    LINEAR_LAYERS,
-    cinc_flow,
-    emerging_glow,
-    finc_flow,
-    inverse_flow,
-    linear_flow,
-    macow,
-    mintnet,
-    snf_glow,
-)
+from models.flows.inverse_flow import inverse_flow
+from models.flows.linear import LINEAR_LAYERS, linear_flow
+from models.flows.macow import macow
 from models.flows.maf import made, maf
+from models.flows.mintnet import mintnet
 from models.flows.residual import idensenet, iresnet, residual_flow
+from models.flows.snf import snf_glow
 from models.flows.structured import butterflyflow, cdflow, woodbury_glow
 from models.layers.autoregressive import MaskedRowConvFlow, MintNetLayer
 from models.layers.butterfly import ButterflyLayer
