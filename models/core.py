@@ -1,7 +1,7 @@
 """The bijection contract, composition, preprocessing and `Flow` (multiscale pieces:
 `models.multiscale`).
 
-Contract (DESIGN.md), one convention everywhere:
+The contract, one convention everywhere:
 
 - ``forward(x) -> (z, logdet)`` is the density direction, data to latent; ``logdet`` has shape
   ``[B]`` and equals ``log|det dz/dx|`` per example.

@@ -512,7 +512,7 @@ class InverseConv2d(_CausalKernel):
 
     References:
         Nagar, "Parallel Backpropagation for Inverse of a Convolution with Application to
-            Normalizing Flows" (shared/papers/inverse_flow_parallel_backprop_inverse_conv.md).
+            Normalizing Flows" (Inverse-Flow; Nagar & Varma, IIIT Hyderabad).
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, solver: str = "rows"):
