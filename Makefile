@@ -29,10 +29,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv and install the package editable with dev extras
 
-test: setup ## fast test suite (what CI runs)
+test: setup ## fast test suite (-m 'not slow', its 15 slowest listed); CI runs it, then test-slow
 	$(PY) -m pytest -q
 
-test-slow: setup ## slow tests only (training, DDP, large layers)
+test-slow: setup ## the tests marked slow (DDP, Triton interpreter, FFJORD Jacobians); CI runs them
 	$(PY) -m pytest -q -m slow
 
 lint: setup ## ruff check and format check

@@ -13,12 +13,7 @@ import yaml
 
 from bench import records
 from bench.config import ConfigError, load_config
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from bench.devices import default_device  # noqa: F401  (the CLI's `commands.default_device`)
 
 
 def print_record(record: dict) -> None:

@@ -1,18 +1,22 @@
 """The papers' numbers: ``results/published/*.csv``, one row per printed value with
 `PUBLISHED_COLUMNS` (paper, table, row, dataset, metric, value, std, unit, note). A results folder
-may hold its own ``published/`` copy; otherwise the suite's (`PUBLISHED_DIR`) is used."""
+may hold its own ``published/`` copy; otherwise the suite's (`PUBLISHED_DIR`) is used.
+``results/published/param_exceptions.yaml`` (`param_exceptions`) says which printed parameter
+counts our row models do not match, and why."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 PUBLISHED_COLUMNS = ["paper", "table", "row", "dataset", "metric", "value", "std", "unit", "note"]
 
 # The papers' numbers shipped with the suite: used by a results folder without its own copy
 # (the demo's results/demo, a user's scratch folder).
 PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "results" / "published"
+PARAM_EXCEPTIONS = PUBLISHED_DIR / "param_exceptions.yaml"
 
 
 def published_dir(results_dir: Path) -> Path:
@@ -53,3 +57,14 @@ def published_value(pub: pd.DataFrame, row: str, metric: str):
 def unit_scale(unit: str) -> float:
     """Times printed in seconds are compared in milliseconds."""
     return 1000.0 if unit == "s" else 1.0
+
+
+def param_exceptions(path: Path = PARAM_EXCEPTIONS) -> dict[tuple[str, str], dict]:
+    """(table, row) -> ``{"tolerance": float | None, "reason": str}``: the printed parameter
+    counts (metric ``params_m``) our models do not match within the usual tolerance, with how
+    far they may be instead (None: not comparable) and why."""
+    entries = yaml.safe_load(Path(path).read_text()) or []
+    return {
+        (e["table"], e["row"]): {"tolerance": e["tolerance"], "reason": e["reason"]}
+        for e in entries
+    }

@@ -332,8 +332,9 @@ class GalaxyDataModule(ImageDataModule):
     ``data_loaders/prepare_galaxy_data.py`` writes: a pickled tuple (train, validation, test) of
     uint8 arrays [N, 64, 64, 3], which ButterflyFlow's loader reads too) or the JPEG folders
     ``DIR/galaxy_mergers/noninteracting/{training,test}/*.jpeg`` (resized to 64x64 as that
-    script does). Images are averaged over 2x2 blocks to 32x32, as the Emerging code's
-    ``--image_size 32``. The pickle's validation split is not used: validation images come from
+    script does). Images are averaged over 2x2 blocks to 32x32 and floored to integers, as the
+    Emerging code's ``--image_size 32`` (``data_loaders/get_mnist_cifar.py``: ``downsample``,
+    then ``x_to_uint8``). The pickle's validation split is not used: validation images come from
     the training split (``val_size``), as for every data set here. There is no download: the
     papers name no public archive (a clear error says what to provide)."""
 
@@ -364,11 +365,12 @@ class GalaxyDataModule(ImageDataModule):
 
     @staticmethod
     def _to_32(images: np.ndarray, where: Path) -> Tensor:
-        """uint8 [N, 64, 64, 3] -> uint8 [N, 3, 32, 32] by 2x2 means (rounded)."""
+        """uint8 [N, 64, 64, 3] -> uint8 [N, 3, 32, 32] by 2x2 means, floored (the Emerging
+        code's ``np.floor``; the means are multiples of 1/4, exact in float32)."""
         if images.ndim != 4 or images.shape[1:] != (64, 64, 3):
             raise DataFileError(f"{where}: expected images [N, 64, 64, 3], got {images.shape}")
         x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
-        return torch.nn.functional.avg_pool2d(x, 2).round().clamp(0, 255).to(torch.uint8)
+        return torch.nn.functional.avg_pool2d(x, 2).floor().clamp(0, 255).to(torch.uint8)
 
     def load(self):
         pickled, root = self.data_dir / self.pickle_name, self.data_dir / self.folder

@@ -1,4 +1,4 @@
-"""Exactness checks of the bijection contract (DESIGN.md), one harness for every layer.
+"""Exactness checks of the bijection contract (`models.core`), one harness for every layer.
 
 `tests/test_layers.py` runs these on every entry of `models.registry.layer_examples()` and
 ``python -m bench check-layer`` on a layer written anywhere else. Each check takes a layer and

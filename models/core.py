@@ -1,7 +1,7 @@
 """The bijection contract, composition, preprocessing and `Flow` (multiscale pieces:
 `models.multiscale`).
 
-Contract (DESIGN.md), one convention everywhere:
+The contract, one convention everywhere:
 
 - ``forward(x) -> (z, logdet)`` is the density direction, data to latent; ``logdet`` has shape
   ``[B]`` and equals ``log|det dz/dx|`` per example.
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 LOG_2PI = math.log(2 * math.pi)
+Shape = tuple[int, int, int]  # an image's (C, H, W), without the batch
 
 
 class SingularOperatorError(ValueError):

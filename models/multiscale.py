@@ -16,13 +16,12 @@ from torch import Tensor
 from models.core import (
     Bijection,
     Compose,
+    Shape,
     ZeroConv2d,
     check_image,
     split_channels,
     zero_logdet,
 )
-
-Shape = tuple[int, int, int]
 
 
 def squeezed_shape(shape: Shape) -> Shape:

@@ -44,7 +44,7 @@ from functools import partial
 from torch import nn
 
 from models.checks import one_line
-from models.core import Bijection, Compose, ElementwiseShift, as_bijection
+from models.core import Bijection, Compose, ElementwiseShift, Shape, as_bijection
 from models.layers.circulant import CirculantDiagonal
 from models.layers.emerging import ConvExponential, emerging_conv
 from models.layers.glow import InvConv1x1, InvConv1x1LU
@@ -54,8 +54,6 @@ from models.layers.woodbury import Woodbury
 
 ENTRY_POINT_GROUP = "convflow_bench.layers"
 SPEC_HELP = "give PATH.py:FACTORY, MODULE:FACTORY or the name of an installed entry point"
-
-Shape = tuple[int, int, int]
 
 
 class LayerSpecError(ValueError):

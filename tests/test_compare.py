@@ -16,7 +16,8 @@ from bench.catalog import configured_tables
 from bench.config import CONFIG_DIR, load_config
 from bench.experiments.compare import build_model, slot_shapes
 from models.flows.glow import glow
-from models.flows.inverse_flow import inverse_flow, linear_flow
+from models.flows.inverse_flow import inverse_flow
+from models.flows.linear import linear_flow
 from models.flows.structured import cdflow
 from models.layers.inverse_conv import InverseConv2d
 from models.layers.snf import ExactConv2d

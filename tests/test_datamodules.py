@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from datamodules import DataFileError, make_datamodule, read_idx
+from datamodules.datasets import GalaxyDataModule
 
 
 def write_idx(path, array: np.ndarray, compress: bool) -> None:
@@ -131,7 +132,8 @@ def test_imagenet_missing_says_what_to_provide(tmp_path):
 
 def test_galaxy_pickle_of_the_emerging_code(tmp_path):
     """galaxy.pkl as prepare_galaxy_data.py writes it: (train, val, test) uint8 [N, 64, 64, 3];
-    images become 3x32x32 2x2 means; the record's provenance names the file and its MD5."""
+    images become 3x32x32 2x2 means, floored as the Emerging code; the record's provenance
+    names the file and its MD5."""
     rng = np.random.default_rng(0)
     train = rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
     test = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
@@ -140,9 +142,20 @@ def test_galaxy_pickle_of_the_emerging_code(tmp_path):
     dm = make_datamodule("galaxy", data_dir=tmp_path, batch_size=4, val_size=4)
     check_splits(dm, (3, 32, 32), 16, 4, 6)
     expected = torch.from_numpy(test[0].astype(np.float32)).permute(2, 0, 1)
-    expected = expected.reshape(3, 32, 2, 32, 2).mean((2, 4)).round()
+    expected = expected.reshape(3, 32, 2, 32, 2).mean((2, 4)).floor()
     assert torch.equal(dm.dataset("test")[0][0].float(), expected)
     assert dm.provenance["md5"] and dm.provenance["files"].endswith("galaxy.pkl")
+
+
+def test_galaxy_downsampling_floors_the_means_as_the_emerging_code():
+    """2x2 means of 0.75, 1.5 and 254.25 become 0, 1 and 254 (rounding gave 1, 2 and 254):
+    ehoogeboom/emerging data_loaders/get_mnist_cifar.py x_to_uint8 floors."""
+    blocks = np.array([[0, 0, 0, 3], [1, 2, 1, 2], [254, 254, 254, 255]], dtype=np.uint8)
+    images = np.zeros((3, 64, 64, 3), dtype=np.uint8)
+    for i, block in enumerate(blocks):
+        images[i, :2, :2, :] = block.reshape(2, 2, 1)
+    out = GalaxyDataModule._to_32(images, Path("galaxy.pkl"))
+    assert out[:, 0, 0, 0].tolist() == [0, 1, 254]
 
 
 def test_galaxy_jpeg_folders_and_missing_files(tmp_path):

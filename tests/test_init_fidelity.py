@@ -23,7 +23,7 @@ import math
 import pytest
 import torch
 
-from models.flows.inverse_flow import LINEAR_LAYERS, linear_flow
+from models.flows.linear import LINEAR_LAYERS, linear_flow
 from models.layers.snf import ExactConv2d, SelfNormConv2d, flip_kernel, xavier_std
 from models.layers.spline import SplineActivation
 from models.registry import MODELS

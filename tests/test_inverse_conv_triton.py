@@ -19,6 +19,8 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
+# The interpreter runs each kernel program in Python: seconds to minutes a test (`make test-slow`).
+pytestmark = pytest.mark.slow
 
 from models.layers import inverse_conv_triton as fused  # noqa: E402
 from models.layers.inverse_conv import (  # noqa: E402

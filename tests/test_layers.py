@@ -18,6 +18,14 @@ from tests.helpers import sample_input
 
 EXAMPLES = layer_examples()
 BATCH = 3
+# FFJORD's CNF differentiated through an ODE solve at 1e-12 (a dense Jacobian, or gradcheck's
+# finite differences, of the solver): minutes each, so `make test-slow` runs these.
+SOLVED_BY_AN_ODE = {"ffjord_cnf", "ffjord_cnf_adjoint"}
+
+
+def examples(slow: set[str] = frozenset()) -> list:
+    """Every example name, those in ``slow`` marked `pytest.mark.slow`."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in sorted(EXAMPLES)]
 
 
 def build(name: str, device):
@@ -54,12 +62,12 @@ def test_round_trip(name, device):
     check_round_trip(*build(name, device))
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", examples(slow=SOLVED_BY_AN_ODE))
 def test_logdet_matches_jacobian(name, device):
     check_logdet_forward(*build(name, device))
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", examples(slow=SOLVED_BY_AN_ODE))
 def test_inverse_logdet_matches_jacobian(name, device):
     check_logdet_inverse(*build(name, device))
 
@@ -79,7 +87,7 @@ def test_output_follows_input_dtype_and_device(name, device):
     assert_passes(checks.check_dtype_device(*build(name, device)))
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", examples(slow=SOLVED_BY_AN_ODE))
 def test_gradcheck_of_custom_autograd_functions(name, device):
     result = checks.check_gradcheck(*build(name, device))
     if result.skipped:

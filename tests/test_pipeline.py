@@ -176,13 +176,49 @@ def check_record(record: dict) -> None:
     assert record["device"] and record["git_commit"] and record["command"].startswith("python")
 
 
-def test_cli_fit_then_test_then_time_append_records(tmp_path):
-    config = write_config(tmp_path)
-    common = paths(config, tmp_path / "results", tmp_path / "outputs")
-    assert cli("fit", *common) == 0
-    assert cli("test", *common) == 0
-    assert cli("time", *common) == 0
-    records = read_records(tmp_path / "results" / "runs" / "pipeline_test.jsonl")
+@pytest.fixture(scope="module")
+def tiny_row(tmp_path_factory) -> dict:
+    """One CLI run of the tiny row that several tests read (one fit, not one per test): fit 12
+    steps, test, time (records in ``r``); then a resume with a changed recipe (refused), and a
+    resume to 20 steps from a copy of the work folder (records in ``r20``)."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("tiny_row")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        config = write_config(tmp)
+        common = paths(config, tmp / "r", tmp / "o")
+        rcs = [cli(command, *common) for command in ("fit", "test", "time")]
+        records = read_records(tmp / "r" / "runs" / "pipeline_test.jsonl")
+        refused = ["--resume", "--set", "module.lr=3e-4"]
+        with pytest.MonkeyPatch.context() as mp:
+            err = tmp / "refused.err"
+            with err.open("w") as handle:
+                mp.setattr("sys.stderr", handle)
+                refused_rc = cli("fit", *common, *refused)
+        after_refused = read_records(tmp / "r" / "runs" / "pipeline_test.jsonl")
+        shutil.copytree(tmp / "o", tmp / "copy")
+        longer = ["--resume", "--set", "trainer.max_steps=20"]
+        resumed_rc = cli("fit", *paths(config, tmp / "r20", tmp / "copy"), *longer)
+    finally:
+        torch.set_default_dtype(previous)
+    return {
+        "dir": tmp,
+        "common": common,
+        "rcs": rcs,
+        "records": records,
+        "refused_rc": refused_rc,
+        "refused_err": err.read_text(),
+        "records_after_refused": after_refused,
+        "resumed_rc": resumed_rc,
+        "resumed": read_records(tmp / "r20" / "runs" / "pipeline_test.jsonl"),
+    }
+
+
+def test_cli_fit_then_test_then_time_append_records(tiny_row):
+    assert tiny_row["rcs"] == [0, 0, 0]
+    records, common = tiny_row["records"], tiny_row["common"]
     timing = [f"{p}_{s}" for p in ("st", "ft") for s in ("ms", "std", "median", "iqr")]
     train_step = [f"train_step_{s}" for s in ("ms", "std", "median", "iqr")]
     assert [sorted(r["metrics"]) for r in records] == [
@@ -201,7 +237,7 @@ def test_cli_fit_then_test_then_time_append_records(tmp_path):
     assert records[2]["command"].startswith("python -m bench time --config")
     from bench.experiments.run_dir import checkpoint_step
 
-    last = tmp_path / "outputs" / "pipeline_test" / "tiny" / "paper" / "checkpoints" / "last.ckpt"
+    last = tiny_row["dir"] / "o" / "pipeline_test" / "tiny" / "paper" / "checkpoints" / "last.ckpt"
     assert checkpoint_step(last) == 12  # saved where training stopped, mid-epoch (8 per epoch)
 
 
@@ -235,34 +271,46 @@ def test_models_whose_density_needs_autograd_validate_test_and_time(tmp_path, mo
     assert record["metrics"]["params_m"] > 0 and record["metrics"]["bpd"] > 0
 
 
-def test_cli_resume_continues_from_last_checkpoint(tmp_path):
-    config = write_config(tmp_path)
-    common = paths(config, tmp_path / "r", tmp_path / "o")
-    cli("fit", *common)
-    cli("fit", *common, "--resume", "--set", "trainer.max_steps=20")
-    records = read_records(tmp_path / "r" / "runs" / "pipeline_test.jsonl")
-    assert [r["steps"] for r in records] == [12, 20]
-    assert len(records[1]["curve"]["train_step"]) > len(records[0]["curve"]["train_step"])
+def test_cli_resume_continues_from_last_checkpoint(tiny_row):
+    assert tiny_row["resumed_rc"] == 0
+    first, (resumed,) = tiny_row["records"][0], tiny_row["resumed"]
+    assert [first["steps"], resumed["steps"]] == [12, 20]
+    assert len(resumed["curve"]["train_step"]) > len(first["curve"]["train_step"])
     assert (
-        records[1]["curve"]["train_step"][: len(records[0]["curve"]["train_step"])]
-        == (records[0]["curve"]["train_step"])
+        resumed["curve"]["train_step"][: len(first["curve"]["train_step"])]
+        == (first["curve"]["train_step"])
     )  # the resumed record keeps the points before the stop
 
 
+@pytest.fixture(scope="module")
+def straight_twenty(tmp_path_factory) -> dict:
+    """The record of one uninterrupted CLI fit of 20 steps (timing off), the reference of the
+    resumed fits below (one fit for all of them)."""
+    tmp = tmp_path_factory.mktemp("straight")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        config = write_config(tmp, evaluate={"timing": False})
+        argv = paths(config, tmp / "ra", tmp / "a")
+        assert cli("fit", *argv, "--set", "trainer.max_steps=20") == 0
+    finally:
+        torch.set_default_dtype(previous)
+    (whole,) = read_records(tmp / "ra" / "runs" / "pipeline_test.jsonl")
+    return whole
+
+
 @pytest.mark.parametrize("stop", [8, 12])
-def test_cli_resumed_fit_records_the_uninterrupted_run(tmp_path, stop):
+def test_cli_resumed_fit_records_the_uninterrupted_run(tmp_path, stop, straight_twenty):
     """The audit's case through the CLI: a fit stopped at `stop` steps (8: an epoch's last
     batch, 8 batches per epoch; 12: mid-epoch) and resumed to 20 records the same test BPD
     and the same training curve as one fit of 20 steps, to the bit."""
     config = write_config(tmp_path, evaluate={"timing": False})
     twenty = ["--set", "trainer.max_steps=20"]
-    straight = ["--config", str(config), "--results_dir", str(tmp_path / "ra")]
-    assert cli("fit", *straight, "--work_dir", str(tmp_path / "a"), *twenty) == 0
     split = ["--config", str(config), "--results_dir", str(tmp_path / "rb")]
     work = ["--work_dir", str(tmp_path / "b")]
     assert cli("fit", *split, *work, "--set", f"trainer.max_steps={stop}") == 0
     assert cli("fit", *split, *work, "--resume", *twenty) == 0
-    (whole,) = read_records(tmp_path / "ra" / "runs" / "pipeline_test.jsonl")
+    whole = straight_twenty
     resumed = read_records(tmp_path / "rb" / "runs" / "pipeline_test.jsonl")[-1]
     assert resumed["metrics"]["bpd"] == whole["metrics"]["bpd"]
     assert resumed["curve"] == whole["curve"]
@@ -302,21 +350,13 @@ def test_fit_killed_after_a_checkpoint_resumes_to_the_same_record(tmp_path):
     assert (resumed["curve"], resumed["steps"]) == (whole["curve"], whole["steps"])
 
 
-def test_resume_refuses_a_changed_recipe_and_keeps_one_checkpoint_set(tmp_path, capsys):
-    import shutil
-
-    config = write_config(tmp_path)
-    common = ["--config", str(config), "--results_dir", str(tmp_path / "r")]
-    assert cli("fit", *common, "--work_dir", str(tmp_path / "o")) == 0
-    changed = ["--resume", "--set", "module.lr=3e-4"]
-    assert cli("fit", *common, "--work_dir", str(tmp_path / "o"), *changed) == 2
-    err = capsys.readouterr().err
+def test_resume_refuses_a_changed_recipe_and_keeps_one_checkpoint_set(tiny_row):
+    assert tiny_row["refused_rc"] == 2
+    err = tiny_row["refused_err"]
     assert "differs from the run" in err and "module.lr (0.001 -> 0.0003)" in err
-    assert len(read_records(tmp_path / "r" / "runs" / "pipeline_test.jsonl")) == 1
-    shutil.copytree(tmp_path / "o", tmp_path / "copy")
-    longer = ["--resume", "--set", "trainer.max_steps=20"]
-    assert cli("fit", *common, "--work_dir", str(tmp_path / "copy"), *longer) == 0
-    checkpoints = tmp_path / "copy" / "pipeline_test" / "tiny" / "paper" / "checkpoints"
+    assert len(tiny_row["records_after_refused"]) == len(tiny_row["records"])  # nothing added
+    assert tiny_row["resumed_rc"] == 0
+    checkpoints = tiny_row["dir"] / "copy" / "pipeline_test" / "tiny" / "paper" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
@@ -521,29 +561,42 @@ def test_the_record_keeps_the_validation_bpd_before_and_after_training(tmp_path)
     assert metrics["val_bpd_end"] == curve["val_bpd"][-1] < metrics["val_bpd_start"] - 0.5
 
 
+def run_losses(directory: Path, steps: int, ckpt: str | None = None) -> dict[int, float]:
+    """Loss per step of a seeded fit of the tiny Glow (resumed from ``ckpt``), saving
+    ``directory/last.ckpt`` at the last step."""
+    from bench.experiments.callbacks import SaveLastStep
+
+    pl.seed_everything(0)
+    module = FlowTask("glow_mnist", SMALL_GLOW, lr=1e-3, num_samples=0)
+    recorder = LossRecorder()
+    last = SaveLastStep(directory / "last.ckpt")
+    t = trainer(directory, max_steps=steps, max_epochs=-1, callbacks=[recorder, last])
+    t.fit(module, datamodule=synthetic(), ckpt_path=ckpt)
+    return recorder.losses
+
+
+@pytest.fixture(scope="module")
+def straight_sixteen(tmp_path_factory) -> dict[int, float]:
+    """The losses of one uninterrupted fit of 16 steps, the reference of every stop below."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        return run_losses(tmp_path_factory.mktemp("straight16"), 16)
+    finally:
+        torch.set_default_dtype(previous)
+
+
 @pytest.mark.parametrize("stop", [10, 7, 14])
-def test_resume_mid_epoch_repeats_the_uninterrupted_run_exactly(tmp_path, stop):
+def test_resume_mid_epoch_repeats_the_uninterrupted_run_exactly(tmp_path, stop, straight_sixteen):
     """A run stopped by max_steps (7 batches per epoch: mid-epoch at 10, on an epoch's last
     batch at 7 and 14) and resumed from its last.ckpt trains on the same batches with the same
     losses as a run that never stopped: the loader's position inside the epoch is part of the
     checkpoint, and a stop on the last batch resumes at the next epoch's first batch."""
-    from bench.experiments.callbacks import SaveLastStep
-
-    def run(directory, steps, ckpt=None):
-        pl.seed_everything(0)
-        module = FlowTask("glow_mnist", SMALL_GLOW, lr=1e-3, num_samples=0)
-        recorder = LossRecorder()
-        last = SaveLastStep(directory / "last.ckpt")
-        t = trainer(directory, max_steps=steps, max_epochs=-1, callbacks=[recorder, last])
-        t.fit(module, datamodule=synthetic(), ckpt_path=ckpt)
-        return recorder.losses
-
-    straight = run(tmp_path / "a", 16)
-    first = run(tmp_path / "b", stop)
-    resumed = run(tmp_path / "b", 16, ckpt=str(tmp_path / "b" / "last.ckpt"))
+    first = run_losses(tmp_path / "b", stop)
+    resumed = run_losses(tmp_path / "b", 16, ckpt=str(tmp_path / "b" / "last.ckpt"))
     assert sorted(first) == list(range(1, stop + 1))
     assert sorted(resumed) == list(range(stop + 1, 17))
-    assert {**first, **resumed} == straight
+    assert {**first, **resumed} == straight_sixteen
 
 
 def test_each_row_of_run_tables_gets_its_own_wandb_run(tmp_path, monkeypatch):

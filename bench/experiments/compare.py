@@ -39,6 +39,7 @@ import yaml
 
 from bench.catalog import configured_tables, row_configs, row_label, table_meta
 from bench.config import CONFIG_DIR, ConfigError, load_config, parse_override, read_yaml
+from bench.devices import default_device
 from bench.evaluators.timing import LAYER_PASSES, layer_timings
 from bench.experiments.check_layer import format_table
 from bench.experiments.layer_bench import append_layer_records
@@ -292,7 +293,7 @@ def run_compare(args: argparse.Namespace) -> int:
         reference(table)
         check_name(table, name)
         check_slot_overrides(table, args.set)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     try:
         if not _check(args.layer, first_slot_channels(args.tables[0])):  # as the user spelt it
             print(f"{name} fails check-layer: nothing trained or recorded")

@@ -8,8 +8,8 @@ CIFAR-10 L=3 K=8 width 256, two sub-flows.
 
 from __future__ import annotations
 
-from models.core import Bijection, Flow
-from models.flows.glow import Shape, multiscale_flow
+from models.core import Bijection, Flow, Shape
+from models.flows.glow import multiscale_flow
 from models.layers.fourier import CONFCoupling
 from models.layers.glow import ActNorm, InvConv1x1LU
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.core import Flow, image_preprocessing, split_channels
+from models.core import Flow, Shape, image_preprocessing, split_channels
 from models.layers.cnf import ffjord_block
-from models.multiscale import MultiscaleLevel, Shape, level_shapes
+from models.multiscale import MultiscaleLevel, level_shapes
 
 
 def ffjord_scales(input_shape: Shape) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models.core import Bijection, Flow, image_preprocessing
+from models.core import Bijection, Flow, Shape, image_preprocessing
 from models.layers.glow import (
     ActNorm,
     AdditiveCoupling,
@@ -21,7 +21,6 @@ from models.layers.glow import (
 from models.multiscale import multiscale
 from models.slots import SlotValue, slot_layer
 
-Shape = tuple[int, int, int]
 StepFactory = Callable[[Shape, int], list[Bijection]]
 
 

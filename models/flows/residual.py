@@ -8,17 +8,24 @@ papers' parameter counts are in `models.registry`; ``logdet_mode`` chooses the e
 
 from __future__ import annotations
 
-from models.core import Bijection, Flow
-from models.flows.glow import Shape, multiscale_flow
+from models.core import Bijection, Flow, Shape, image_preprocessing
 from models.layers.glow import ActNorm
 from models.layers.residual import idensenet_block, iresnet_block, residual_flow_block
+from models.multiscale import multiscale
 
 
 def _residual_flow(input_shape: Shape, levels: int, steps: int, make_block) -> Flow:
-    def step(shape: Shape, level: int) -> list[Bijection]:
-        return [ActNorm(shape[0]), make_block(shape[0])]
+    """L levels of K steps actnorm -> ``make_block(channels, first)``, ``first`` for the
+    network's first block (Residual Flows leaves out its pre-activation)."""
 
-    return multiscale_flow(input_shape, levels, steps, step, logit_alpha=0.05)
+    def level_steps(shape: Shape, level: int) -> list[Bijection]:
+        layers: list[Bijection] = []
+        for k in range(steps):
+            layers += [ActNorm(shape[0]), make_block(shape[0], level == 0 and k == 0)]
+        return layers
+
+    transform = multiscale(input_shape, levels, level_steps)
+    return Flow(transform, input_shape, image_preprocessing(logit_alpha=0.05))
 
 
 def iresnet(
@@ -35,7 +42,7 @@ def iresnet(
         input_shape,
         levels,
         steps,
-        lambda c: iresnet_block(c, width, coeff, logdet_mode=logdet_mode),
+        lambda c, first: iresnet_block(c, width, coeff, logdet_mode=logdet_mode),
     )
 
 
@@ -47,13 +54,16 @@ def residual_flow(
     coeff: float = 0.98,
     logdet_mode: str = "russian_roulette",
 ) -> Flow:
-    """Residual Flows (Chen et al. 2019): LipSwish residual blocks 3x3 -> 1x1 -> 3x3 (hidden
-    ``width``), spectral norm ``coeff`` 0.98, unbiased Russian-roulette logdet."""
+    """Residual Flows (Chen et al. 2019): LipSwish residual blocks [LipSwish ->] 3x3 -> 1x1 ->
+    3x3 (hidden ``width``), the leading LipSwish in every block but the first (the authors'
+    pre-activation), spectral norm ``coeff`` 0.98, unbiased Russian-roulette logdet."""
     return _residual_flow(
         input_shape,
         levels,
         steps,
-        lambda c: residual_flow_block(c, width, coeff, logdet_mode=logdet_mode),
+        lambda c, first: residual_flow_block(
+            c, width, coeff, preact=not first, logdet_mode=logdet_mode
+        ),
     )
 
 
@@ -72,5 +82,5 @@ def idensenet(
         input_shape,
         levels,
         steps,
-        lambda c: idensenet_block(c, growth, depth, coeff, logdet_mode=logdet_mode),
+        lambda c, first: idensenet_block(c, growth, depth, coeff, logdet_mode=logdet_mode),
     )

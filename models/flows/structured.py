@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from models.core import Bijection, Flow
-from models.flows.glow import Shape, glow, multiscale_flow
+from models.core import Bijection, Flow, Shape
+from models.flows.glow import glow, multiscale_flow
 from models.layers.butterfly import ButterflyLayer
 from models.layers.circulant import CirculantDiagonal
 from models.layers.glow import ActNorm, AffineCoupling, InvConv1x1LU

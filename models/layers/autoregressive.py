@@ -125,10 +125,21 @@ def mintnet_masks(c_in: int, c_out: int, group_in, group_out, k: int) -> Tensor:
     centre = k // 2
     mask[:, :, :centre, :] = 1.0
     mask[:, :, centre, :centre] = 1.0
-    gi = torch.tensor([group_in(a) for a in range(c_in)])
-    go = torch.tensor([group_out(b) for b in range(c_out)])
-    mask[:, :, centre, centre] = (gi[None, :] <= go[:, None]).float()
+    gi, go = group_ids(group_in, c_in), group_ids(group_out, c_out)
+    mask[:, :, centre, centre] = (gi[None, :] <= go[:, None]).to(mask)
     return mask
+
+
+def group_ids(group, n: int) -> Tensor:
+    """[n] group of each unit (on the CPU: a fixed pattern, known also for a meta-device build)."""
+    return torch.tensor([group(a) for a in range(n)], device="cpu")
+
+
+def mintnet_mask_count(c_in: int, c_out: int, group_in, group_out, k: int) -> int:
+    """Nonzero entries of `mintnet_masks`, computed without building the mask."""
+    centre = k // 2
+    gi, go = group_ids(group_in, c_in), group_ids(group_out, c_out)
+    return c_out * c_in * (centre * k + centre) + int((gi[None, :] <= go[:, None]).sum())
 
 
 class MintNetLayer(Bijection):
@@ -174,10 +185,14 @@ class MintNetLayer(Bijection):
             (hidden, hidden, group_h, group_h),
             (channels, hidden, group_h, group_x),
         ]
+        self.free_counts: dict[str, int] = {}
         for i, (co, ci, gi, go) in enumerate(shapes):
             self.register_buffer(f"mask{i}", mintnet_masks(ci, co, gi, go, kernel_size))
-            in_group = torch.tensor([[float(gi(a) == go(b)) for a in range(ci)] for b in range(co)])
-            self.register_buffer(f"in_group{i}", in_group)
+            self.free_counts[f"w{i}"] = mintnet_mask_count(ci, co, gi, go, kernel_size)
+            same = group_ids(gi, ci)[None, :] == group_ids(go, co)[:, None]
+            self.register_buffer(
+                f"in_group{i}", same.to(torch.get_default_device(), torch.get_default_dtype())
+            )
             scale = 0.05 / math.sqrt(ci)
             self.register_parameter(
                 f"w{i}", nn.Parameter(torch.randn(co, ci, kernel_size, kernel_size) * scale)
@@ -191,6 +206,9 @@ class MintNetLayer(Bijection):
 
     def parameter_masks(self) -> dict[str, Tensor]:
         return {f"w{i}": getattr(self, f"mask{i}") for i in range(3)}
+
+    def free_parameter_counts(self) -> dict[str, int]:
+        return dict(self.free_counts)
 
     def effective_weights(self) -> list[Tensor]:
         """Masked kernels whose in-group centre taps are made positive (|w| + 1e-3)."""

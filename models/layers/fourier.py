@@ -104,7 +104,7 @@ class CircularConv2d(Bijection):
 
     References:
         Karami, Sohl-Dickstein, Schuurmans, Dinh & Duckworth, "Invertible Convolutional Flow",
-            NeurIPS 2019 (shared/papers/conf_invertible_convolutional_flow_poster.md).
+            NeurIPS 2019 (poster).
     """
 
     def __init__(
@@ -214,7 +214,7 @@ class SymmetricConv2d(Bijection):
 
     References:
         Karami, Sohl-Dickstein, Schuurmans, Dinh & Duckworth, "Invertible Convolutional Flow",
-            NeurIPS 2019 (shared/papers/conf_invertible_convolutional_flow_poster.md).
+            NeurIPS 2019 (poster).
     """
 
     def __init__(self, channels: int, radius: int = 1, eps: float = EPS):
@@ -248,7 +248,7 @@ class SLogGate(Bijection):
 
     References:
         Karami, Sohl-Dickstein, Schuurmans, Dinh & Duckworth, "Invertible Convolutional Flow",
-            NeurIPS 2019 (shared/papers/conf_invertible_convolutional_flow_poster.md).
+            NeurIPS 2019 (poster).
     """
 
     def __init__(self, channels: int, init: float = 0.1):
@@ -285,7 +285,7 @@ class CONFCoupling(Bijection):
 
     References:
         Karami, Sohl-Dickstein, Schuurmans, Dinh & Duckworth, "Invertible Convolutional Flow",
-            NeurIPS 2019 (shared/papers/conf_invertible_convolutional_flow_poster.md).
+            NeurIPS 2019 (poster).
     """
 
     def __init__(
@@ -418,7 +418,7 @@ class PeriodicConv2d(Bijection):
 
     References:
         Finzi, Izmailov, Maddox, Kirichenko & Wilson, "Invertible Convolutional Networks", ICML 2019
-            INNF workshop (shared/papers/iconvnet_invertible_convolutional_networks_poster.md).
+            INNF workshop (paper 26).
     """
 
     def __init__(self, channels: int, kernel_size: int = 3):
@@ -464,7 +464,7 @@ class SneakyReLU(Bijection):
 
     References:
         Finzi, Izmailov, Maddox, Kirichenko & Wilson, "Invertible Convolutional Networks", ICML 2019
-            INNF workshop (shared/papers/iconvnet_invertible_convolutional_networks_poster.md).
+            INNF workshop (paper 26).
     """
 
     def __init__(self, slope: float = 0.1):
@@ -493,7 +493,7 @@ class CheckerboardDownsample(Bijection):
 
     References:
         Finzi, Izmailov, Maddox, Kirichenko & Wilson, "Invertible Convolutional Networks", ICML 2019
-            INNF workshop (shared/papers/iconvnet_invertible_convolutional_networks_poster.md).
+            INNF workshop (paper 26).
     """
 
     order = ((0, 0), (1, 1), (0, 1), (1, 0))
@@ -521,7 +521,7 @@ class HaarDownsample(Bijection):
 
     References:
         Finzi, Izmailov, Maddox, Kirichenko & Wilson, "Invertible Convolutional Networks", ICML 2019
-            INNF workshop (shared/papers/iconvnet_invertible_convolutional_networks_poster.md).
+            INNF workshop (paper 26).
     """
 
     def __init__(self):

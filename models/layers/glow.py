@@ -123,6 +123,11 @@ class InvConv1x1LU(Bijection):
         """Only the strict triangles of ``lower`` and ``upper`` are used."""
         return {"lower": self.lower_mask, "upper": self.lower_mask.T}
 
+    def free_parameter_counts(self) -> dict[str, int]:
+        """The entries `parameter_masks` leaves free, without reading the masks (meta builds)."""
+        strict = self.channels * (self.channels - 1) // 2
+        return {"lower": strict, "upper": strict}
+
     def weight(self) -> Tensor:
         lower = self.lower * self.lower_mask + self.eye
         upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
@@ -271,10 +276,10 @@ class ResNet(nn.Sequential):
         )
 
 
-class CheckerboardCoupling(Bijection):
-    """RealNVP affine coupling with a checkerboard mask m (``parity`` picks which half is kept):
-    (s, t) = NN(m x), z = m x + (1 - m)(x exp(tanh-scaled s) + t). x [B,C,H,W];
-    logdet = sum (1 - m) s.
+class CheckerboardCoupling(Coupling):
+    """RealNVP affine coupling with a checkerboard mask m (``parity`` picks which half is
+    kept), on the `Coupling` base with x1 = m x and x2 = x: (s, t) = NN(m x),
+    z = m x + (1 - m)(x exp(tanh-scaled s) + t). x [B,C,H,W]; logdet = sum (1 - m) s.
 
     Args:
         channels: C.
@@ -287,33 +292,40 @@ class CheckerboardCoupling(Bijection):
             (arXiv:1605.08803).
     """
 
+    min_channels = 1
+
     def __init__(self, channels: int, parity: int, width: int = 64, blocks: int = 8):
-        super().__init__()
-        self.channels = channels
+        super().__init__(channels, ResNet(channels, 2 * channels, width, blocks))
         self.parity = parity
-        self.net = ResNet(channels, 2 * channels, width, blocks)
         self.scale = nn.Parameter(torch.ones(1, channels, 1, 1))
 
-    def _st(self, xm: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        s, t = self.net(xm).chunk(2, dim=1)
-        return self.scale * torch.tanh(s) * (1 - mask), t * (1 - mask)
+    def _mask(self, x: Tensor) -> Tensor:
+        return checkerboard_mask(x.shape[2], x.shape[3], self.parity, x)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        check_image(x, self.channels, "CheckerboardCoupling")
-        mask = checkerboard_mask(x.shape[2], x.shape[3], self.parity, x)
-        s, t = self._st(x * mask, mask)
-        return x * torch.exp(s) + t, s.flatten(1).sum(1)
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x * self._mask(x), x
 
-    def inverse(self, z: Tensor) -> Tensor:
-        check_image(z, self.channels, "CheckerboardCoupling.inverse")
-        mask = checkerboard_mask(z.shape[2], z.shape[3], self.parity, z)
-        s, t = self._st(z * mask, mask)
-        return (z - t) * torch.exp(-s)
+    def join(self, x1: Tensor, z2: Tensor) -> Tensor:
+        return z2  # the kept entries pass through couple unchanged (s = t = 0 there)
+
+    def _st(self, x2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        free = 1 - self._mask(x2)
+        s, t = params.chunk(2, dim=1)
+        return self.scale * torch.tanh(s) * free, t * free
+
+    def couple(self, x2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = self._st(x2, params)
+        return x2 * torch.exp(s) + t, s.flatten(1).sum(1)
+
+    def uncouple(self, z2: Tensor, params: Tensor) -> Tensor:
+        s, t = self._st(z2, params)
+        return (z2 - t) * torch.exp(-s)
 
 
-class ChannelCoupling(Bijection):
-    """RealNVP affine coupling with a channel mask: (s, t) = NN(x1), z2 = x2 exp(s) + t.
-    x [B,C,H,W]; logdet = sum s. ``flip`` keeps the second half instead of the first.
+class ChannelCoupling(Coupling):
+    """RealNVP affine coupling with a channel mask, on the `Coupling` base: (s, t) = NN(x1),
+    z2 = x2 exp(tanh-scaled s) + t. x [B,C,H,W]; logdet = sum s. ``flip`` keeps the second half
+    instead of the first (the channels are reversed around the split).
 
     Args:
         channels: C.
@@ -327,32 +339,26 @@ class ChannelCoupling(Bijection):
     """
 
     def __init__(self, channels: int, flip: bool, width: int = 64, blocks: int = 8):
-        super().__init__()
-        self.channels = channels
+        keep, transformed = split_channels(channels)
+        super().__init__(channels, ResNet(keep, 2 * transformed, width, blocks))
         self.flip = flip
-        half = channels // 2
-        self.net = ResNet(channels - half, 2 * half, width, blocks)
-        self.scale = nn.Parameter(torch.ones(1, half, 1, 1))
+        self.scale = nn.Parameter(torch.ones(1, transformed, 1, 1))
 
-    def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = x.flip(1) if self.flip else x
-        half = self.channels // 2
-        return x[:, : self.channels - half], x[:, self.channels - half :]
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return super().split(x.flip(1) if self.flip else x)
 
-    def _join(self, a: Tensor, b: Tensor) -> Tensor:
-        x = torch.cat([a, b], 1)
+    def join(self, x1: Tensor, z2: Tensor) -> Tensor:
+        x = super().join(x1, z2)
         return x.flip(1) if self.flip else x
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        check_image(x, self.channels, "ChannelCoupling")
-        x1, x2 = self._halves(x)
-        s, t = self.net(x1).chunk(2, dim=1)
-        s = self.scale * torch.tanh(s)
-        return self._join(x1, x2 * torch.exp(s) + t), s.flatten(1).sum(1)
+    def _st(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = params.chunk(2, dim=1)
+        return self.scale * torch.tanh(s), t
 
-    def inverse(self, z: Tensor) -> Tensor:
-        check_image(z, self.channels, "ChannelCoupling.inverse")
-        z1, z2 = self._halves(z)
-        s, t = self.net(z1).chunk(2, dim=1)
-        s = self.scale * torch.tanh(s)
-        return self._join(z1, (z2 - t) * torch.exp(-s))
+    def couple(self, x2: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = self._st(params)
+        return x2 * torch.exp(s) + t, s.flatten(1).sum(1)
+
+    def uncouple(self, z2: Tensor, params: Tensor) -> Tensor:
+        s, t = self._st(params)
+        return (z2 - t) * torch.exp(-s)

@@ -450,6 +450,12 @@ class _CausalKernel(Bijection):
     def parameter_masks(self) -> dict[str, Tensor]:
         return {"weight": self.free.expand_as(self.weight)}
 
+    def free_parameter_counts(self) -> dict[str, int]:
+        """The entries `parameter_masks` leaves free (all taps but the centre, plus the strict
+        lower triangle of the centre, per group), without reading the mask (meta builds)."""
+        groups, cg, _, k, _ = self.weight.shape
+        return {"weight": groups * (cg * cg * (k * k - 1) + cg * (cg - 1) // 2)}
+
     def kernels(self) -> Tensor:
         """Effective kernels [G, C/G, C/G, k, k]."""
         diag = self.diag
@@ -506,7 +512,7 @@ class InverseConv2d(_CausalKernel):
 
     References:
         Nagar, "Parallel Backpropagation for Inverse of a Convolution with Application to
-            Normalizing Flows" (shared/papers/inverse_flow_parallel_backprop_inverse_conv.md).
+            Normalizing Flows" (Inverse-Flow; Nagar & Varma, IIIT Hyderabad).
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, solver: str = "rows"):

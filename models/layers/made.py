@@ -39,7 +39,9 @@ def made_degrees(
     degrees = [input_degrees]
     for width in hidden:
         low = min(int(degrees[-1].min()), d - 1)
-        degrees.append(torch.randint(low, d, (width,), generator=generator))
+        degrees.append(
+            torch.randint(low, d, (width,), generator=generator, device=generator.device)
+        )
     return degrees
 
 
@@ -54,13 +56,18 @@ class MaskedLinear(nn.Linear):
                 f"MaskedLinear mask must have shape {(out_features, in_features)}, "
                 f"got {tuple(mask.shape)}"
             )
-        self.register_buffer("mask", mask.bool())
+        # counted where the mask has values (a meta-device build counts through MADE's CPU masks)
+        self.free_count = None if mask.is_meta else int(mask.count_nonzero())
+        self.register_buffer("mask", mask.bool().to(self.weight.device))
         with torch.no_grad():  # N(0, 1/(fan_in + 1)) as in the MAF code
             self.weight.normal_(0.0, 1.0 / math.sqrt(in_features + 1))
             self.bias.zero_()
 
     def parameter_masks(self) -> dict[str, Tensor]:
         return {"weight": self.mask}
+
+    def free_parameter_counts(self) -> dict[str, int]:
+        return {} if self.free_count is None else {"weight": self.free_count}
 
     def masked_weight(self) -> Tensor:
         return self.weight * self.mask
@@ -116,12 +123,12 @@ class MADE(Bijection):
         if not hidden or min(hidden) < 1:
             raise ValueError(f"MADE needs at least one hidden layer of width >= 1, got {hidden}")
         self.num_inputs = d
-        order = torch.arange(1, d + 1)
+        order = torch.arange(1, d + 1, device="cpu")  # degrees and masks: fixed, on the CPU
         degrees = made_degrees(
             order.flip(0) if reverse else order, hidden, torch.Generator().manual_seed(seed)
         )
         for i, deg in enumerate(degrees):
-            self.register_buffer(f"degrees{i}", deg)
+            self.register_buffer(f"degrees{i}", deg.to(torch.get_default_device()))
         self.hidden = nn.ModuleList(
             MaskedLinear(degrees[i].numel(), width, degrees[i][None, :] <= degrees[i + 1][:, None])
             for i, width in enumerate(hidden)

@@ -137,12 +137,16 @@ class CLipSwish(nn.Module):
         return both * torch.sigmoid(beta * both) / (1.1 * math.sqrt(2.0))
 
 
-def conv_net(channels: int, width: int, coeff: float, activation: str) -> nn.Sequential:
+def conv_net(
+    channels: int, width: int, coeff: float, activation: str, preact: bool = False
+) -> nn.Sequential:
     """i-ResNet / Residual Flows' g: 3x3 (C -> width) -> act -> 1x1 (width -> width) -> act ->
     3x3 (width -> C), each spectrally normalised to ``coeff``; act = ELU (i-ResNet) or LipSwish
-    (Residual Flows)."""
+    (Residual Flows). ``preact``: one more act before the first convolution (the Residual Flows
+    code's ``preact``, in every block but the network's first)."""
     act = {"elu": nn.ELU, "lipswish": LipSwish}[activation]
     return nn.Sequential(
+        *([act()] if preact else []),
         SpectralNormConv2d(channels, width, 3, coeff),
         act(),
         SpectralNormConv2d(width, width, 1, coeff),
@@ -291,10 +295,15 @@ def iresnet_block(channels: int, width: int, coeff: float = 0.9, **options) -> R
     return ResidualBlock(conv_net(channels, width, coeff, "elu"), **options)
 
 
-def residual_flow_block(channels: int, width: int, coeff: float = 0.98, **options) -> ResidualBlock:
-    """Residual Flows' block: LipSwish conv net, Russian-roulette estimator."""
+def residual_flow_block(
+    channels: int, width: int, coeff: float = 0.98, preact: bool = True, **options
+) -> ResidualBlock:
+    """Residual Flows' block: LipSwish conv net, Russian-roulette estimator. ``preact``: a
+    LipSwish before the first convolution, as in every block of the authors' network but the
+    first (rtqichen/residual-flows resflows/resflow.py, ``_resblock``: ``if not first_resblock
+    and preact``; ``--preact True`` and ``--first-resblock True`` in train_img.py)."""
     options = {"logdet_mode": "russian_roulette", **options}
-    return ResidualBlock(conv_net(channels, width, coeff, "lipswish"), **options)
+    return ResidualBlock(conv_net(channels, width, coeff, "lipswish", preact), **options)
 
 
 def idensenet_block(

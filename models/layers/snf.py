@@ -53,7 +53,8 @@ def snf_init(channels: int, kernel_size: int) -> tuple[Tensor, Tensor]:
         weight = noise.clone()
         centre = kernel_size // 2
         weight[:, :, centre, centre] += torch.eye(channels)
-    bias_std = noise.std().item() if noise.numel() > 1 else xavier_std(channels, kernel_size)
+    # a 0-dim tensor, not .item(): the same value, and a meta-device build needs no values
+    bias_std = noise.std() if noise.numel() > 1 else xavier_std(channels, kernel_size)
     return weight, bias_std * torch.randn(channels)
 
 
