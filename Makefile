@@ -8,7 +8,7 @@ DATA_DIR ?=
 FORCE ?= 0
 ROWS ?=
 
-.PHONY: help setup test test-slow lint bench-layers clean demo tables table-mnist table-cifar10 \
+.PHONY: help setup test test-slow lint bench-layers clean demo league tables table-mnist table-cifar10 \
 	table-imagenet table-galaxy table-classification
 
 DATASET_FLAG = $(if $(filter-out mnist,$(DATASET)),--dataset $(DATASET),)
@@ -47,6 +47,16 @@ DEMO_RESULTS ?= results/demo
 demo: setup ## MNIST tables end to end on the demo profile, your own numbers in results/demo (CPU)
 	$(PY) -m bench run-tables --tables mnist --profile demo --budget-minutes 18 $(DATASET_FLAG) \
 		$(DATA_FLAG) $(FORCE_FLAG) $(ROWS_FLAG) --results_dir $(DEMO_RESULTS)
+
+LEAGUE_DATA = --dataset fashion_mnist --data_dir $(or $(DATA_DIR),/usr/share/datasets/fashion-mnist)
+LEAGUE_SET = evaluate.timing=false trainer.enable_progress_bar=false
+
+league: setup ## the committed CPU league: Inverse-Flow Tables 4 and 2, equal steps, 3 seeds (hours)
+	$(PY) -m bench run-tables --tables inverse_flow_t4 --profile paper $(LEAGUE_DATA) --steps 2000 \
+		--seeds 3 --work_dir outputs/league --set $(LEAGUE_SET) trainer.limit_val_batches=10
+	$(PY) -m bench run-tables --tables inverse_flow_t2 --profile demo $(LEAGUE_DATA) --steps 1000 \
+		--seeds 3 --work_dir outputs/league --set $(LEAGUE_SET) trainer.limit_test_batches=1.0 \
+		data.batch_size=32
 
 tables: setup ## regenerate results/tables (md, csv, tex, png) from the records alone
 	$(PY) -m bench report --print

@@ -403,15 +403,38 @@ def _free_entries(layer: nn.Module) -> dict[str, Tensor]:
     return masks
 
 
-def _gradient_problems(layer: nn.Module) -> dict[str, list[str]]:
+@torch.no_grad()
+def inert_parameters(layer: nn.Module, x: Tensor) -> set[str]:
+    """Parameters without influence at x's shape: moving one along a random direction (by 1e-3
+    of its norm, at least 1e-3) changes neither z nor the logdet (e.g. a Householder vector at
+    one channel, where every reflection is -1). Their zero gradient is right, not a bug."""
+    inert = set()
+    z, logdet = layer(x)
+    generator = torch.Generator().manual_seed(1)
+    for name, param in _trainable(layer):
+        original = param.detach().clone()
+        direction = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+        step = max(1e-3, 1e-3 * original.norm().item()) / direction.norm().item()
+        param.add_(step * direction.to(param.device))
+        moved_z, moved_logdet = layer(x)
+        param.copy_(original)
+        if torch.equal(moved_z, z) and torch.equal(moved_logdet, logdet):
+            inert.add(name)
+    return inert
+
+
+def _gradient_problems(layer: nn.Module, inert: set[str] = frozenset()) -> dict[str, list[str]]:
     """After a backward: the layer's parameters by what is wrong with their gradient (none at
-    all, zero on every free entry, non-finite); a fully masked parameter is left out."""
+    all, zero on every free entry, non-finite); a fully masked parameter, and one without
+    influence at this shape (``inert``) whose gradient is zero or missing, are left out."""
     masks = _free_entries(layer)
     found: dict[str, list[str]] = {"no gradient reaches": [], "zero gradient on": []}
     found["non-finite gradient on"] = []
     for name, param in _trainable(layer):
         mask = masks.get(name)
         if mask is not None and not mask.any():
+            continue
+        if name in inert and (param.grad is None or not param.grad.abs().max() > 0):
             continue
         grad = param.grad
         if grad is None:
@@ -505,17 +528,19 @@ def check_train_step(layer: nn.Module, x: Tensor) -> CheckResult:
     error, bad = logdet_gradient_errors(layer, x)
     if bad:
         return CheckResult("train_step", False, error, tol, _logdet_gradient_note(bad), rtol=rtol)
+    inert = inert_parameters(layer, x)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         trained = copy.deepcopy(layer).float().train()
         flow = training_flow(trained, x.shape[1:]).to(x.device, torch.float32).train()
-        problem, losses = _one_step(flow, trained, x.float())
+        problem, losses = _one_step(flow, trained, x.float(), inert)
     if problem:
         return CheckResult("train_step", False, error, tol, problem, rtol=rtol)
     detail = (
         f"max |logdet gradient - finite differences|; float32 Glow step (ActNorm, layer, "
         f"coupling), one Adam step: loss {losses[0]:.3f} -> {losses[1]:.3f} bits/dim, "
-        f"gradients on all {len(_trainable(trained))} parameters"
+        f"gradients on all {len(_trainable(trained)) - len(inert)} parameters"
+        + (f" ({', '.join(sorted(inert))}: no influence at this shape)" if inert else "")
     )
     return CheckResult("train_step", True, error, tol, detail, rtol=rtol)
 
@@ -536,15 +561,18 @@ def _logdet_gradient_note(bad: list[tuple[str, float, float]]) -> str:
     return f"{'; '.join(parts)} (d sum(logdet) along a random direction, {values})"
 
 
-def _one_step(flow: nn.Module, layer: nn.Module, x: Tensor) -> tuple[str, list[float]]:
-    """One optimizer step of ``flow`` on x; (why it fails, '' if not; loss before and after)."""
+def _one_step(
+    flow: nn.Module, layer: nn.Module, x: Tensor, inert: set[str] = frozenset()
+) -> tuple[str, list[float]]:
+    """One optimizer step of ``flow`` on x; (why it fails, '' if not; loss before and after);
+    ``inert``: parameters without influence at this shape (`inert_parameters`)."""
     optimizer = torch.optim.Adam(flow.parameters(), lr=TRAIN_LR)
     with torch.enable_grad():
         loss = flow.training_loss(x)[0]
         if not torch.isfinite(loss):
             return f"float32 training loss is {loss.item()}", []
         loss.backward()
-    problems = _gradient_problems(layer)
+    problems = _gradient_problems(layer, inert)
     if problems:
         parts = [f"{what} {', '.join(names)}" for what, names in problems.items()]
         return (

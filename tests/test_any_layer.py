@@ -117,3 +117,18 @@ def test_compare_trains_nothing_for_a_layer_that_fails_the_training_check(tmp_pa
     assert code == 1 and "nothing trained or recorded" in out
     assert "train_step          FAIL" in out
     assert not (tmp_path / "r" / "runs").exists()
+
+
+def test_a_parameter_without_influence_at_the_shape_does_not_fail_train_step(capsys):
+    """At one channel every Householder reflection is -1: the vectors cannot train there, and
+    that is right (the table's first slot has one channel); a detached parameter still fails."""
+    from bench.__main__ import main
+
+    assert (
+        main(["check-layer", "examples/householder.py:HouseholderConv1x1", "--shape", "1,4,4"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "vectors: no influence at this shape" in out and "all 8 checks passed" in out
+    assert (
+        main(["check-layer", "tests/plain_layers.py:DetachedShiftGivens", "--shape", "1,4,4"]) == 1
+    )
