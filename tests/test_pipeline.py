@@ -342,7 +342,7 @@ def test_fit_killed_after_a_checkpoint_resumes_to_the_same_record(tmp_path):
         time.sleep(0.01)
     killed.send_signal(signal.SIGKILL)
     assert killed.wait(timeout=60) == -signal.SIGKILL, "the fit ended before it could be killed"
-    assert not (tmp_path / "rb" / "runs").exists()
+    assert not (tmp_path / "rb" / "runs" / "pipeline_test.jsonl").exists()  # no record yet
     assert fit("b", "--resume").wait(timeout=600) == 0
     (whole,) = read_records(tmp_path / "ra" / "runs" / "pipeline_test.jsonl")
     (resumed,) = read_records(tmp_path / "rb" / "runs" / "pipeline_test.jsonl")
