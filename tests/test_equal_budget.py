@@ -184,3 +184,20 @@ def test_seeds_and_steps_must_be_positive(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli("run-tables", "--tables", "inverse_flow_t2", "--seeds", "0")
     assert exit_.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_a_row_without_a_timing_step_does_not_stop_the_budget(monkeypatch, capsys):
+    """The demo's DFM generator has no random-batch training step to time: it is said so and
+    the step count comes from the other rows."""
+
+    def timed(config, *args):
+        if config["task"] == "dfm":
+            raise AttributeError("'FourierGenerator' object has no attribute 'input_shape'")
+        return 0.1
+
+    monkeypatch.setattr(budget_module, "seconds_per_step", timed)
+    paths = [T2[0], CONFIG_DIR / "dfm_mnist" / "dfm_mnist.yaml"]
+    args = argparse.Namespace(set=[], dataset=None, profile="demo")
+    configs = [run_tables.row_config(p, args) for p in paths]
+    assert budget_module.steps_within(configs, 0.5, 1, None, "cpu") == 150
+    assert "not timed (its task has no timing step)" in capsys.readouterr().out

@@ -56,6 +56,9 @@ def steps_within(
         except DataFileError:  # the row will not run either; run-tables says why
             print(f"  {config['row']}: not timed ({config['dataset']} data not available)")
             continue
+        except (AttributeError, NotImplementedError):  # no random-batch step (a DFM generator)
+            print(f"  {config['row']}: not timed (its task has no timing step); trains N too")
+            continue
         print(f"  {config['row']}: {times[config['row']] * 1e3:.0f} ms per training step")
     if not times:
         return 1
