@@ -28,14 +28,12 @@ def print_record(record: dict) -> None:
 
 
 def row_command(args: argparse.Namespace) -> int:
-    from bench.experiments.budget import run_overrides
+    from bench.experiments.budget import load_budgeted
     from bench.experiments.row import COMMANDS
 
     seeds = range(args.seeds) if getattr(args, "seeds", None) else [None]
     configs = [  # all validated before the first one trains
-        load_config(
-            args.config, args.profile, run_overrides(args.set, getattr(args, "steps", None), seed)
-        )
+        load_budgeted(args.config, args.profile, args.set, getattr(args, "steps", None), seed)
         for seed in seeds
     ]
     records.check_writable(Path(args.results_dir))  # before any evaluation or training

@@ -58,9 +58,11 @@ def conditions(record: dict[str, Any], with_device: bool = False) -> tuple:
 
 
 def describe_conditions(key: tuple) -> str:
-    """``demo profile, 1000 steps of batch 32, fashion_mnist (2000 training images)``."""
+    """``demo profile, 1000 steps of batch 32, fashion_mnist (2000 training images)``; records
+    older than ``batch_size`` read ``(batch size not recorded)``."""
     profile, steps, batch, dataset, examples = key[:5]
-    text = f"{profile} profile, {steps} steps of batch {batch}, {dataset}"
+    of_batch = f" of batch {batch}" if batch is not None else " (batch size not recorded)"
+    text = f"{profile} profile, {steps} steps{of_batch}, {dataset}"
     if examples:
         text += f" ({examples} training images)"
     if len(key) > 5:
@@ -75,9 +77,14 @@ def ended_early(record: dict[str, Any]) -> bool:
     return isinstance(budget, int) and (not isinstance(steps, int) or steps < budget)
 
 
+def warmup_cap(budget_steps: int) -> int:
+    """The longest warm-up a row may have in an equal-budget run of ``budget_steps`` steps."""
+    return max(1, math.floor(WARMUP_CAP * budget_steps))
+
+
 def capped_warmup(warmup_steps: int, budget_steps: int) -> int:
     """The warm-up of a row in an equal-budget run of ``budget_steps`` steps."""
-    return min(warmup_steps, max(1, math.floor(WARMUP_CAP * budget_steps)))
+    return min(warmup_steps, warmup_cap(budget_steps))
 
 
 def steps_for_budget(seconds: float, step_seconds: dict[str, float], seeds: int = 1) -> int:
@@ -111,5 +118,5 @@ def budget_overrides(budget_steps: int) -> list[str]:
         "trainer.max_epochs=-1",
         "trainer.max_time=null",
         f"budget_steps={budget_steps}",
-        f"module.warmup_max_steps={capped_warmup(budget_steps, budget_steps)}",
+        f"module.warmup_max_steps={warmup_cap(budget_steps)}",
     ]

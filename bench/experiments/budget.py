@@ -8,13 +8,10 @@ rows and seeds together. ``--seeds K`` trains each row with seeds 0..K-1, one re
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from bench.config import load_config
 from bench.protocol import budget_overrides, steps_for_budget
-
-log = logging.getLogger(__name__)
 
 TIMED_STEPS = 3  # training steps timed per row to turn a time budget into a step count
 

@@ -14,9 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.protocol import describe_conditions  # noqa: E402
 from bench.published import published_value, unit_scale  # noqa: E402
 from bench.records import METRICS, measured_value, pick_record, write_atomic  # noqa: E402
-from bench.report.ranking import HEADLINE, describe, rank_rows  # noqa: E402
+from bench.report.ranking import HEADLINE, rank_rows  # noqa: E402
 
 PNG_METADATA = {"Software": None}  # byte-identical output for the same records
 # The per-table plots, named <table>_<kind>.png; the report removes those it no longer writes.
@@ -158,7 +159,7 @@ def ranking_plot(table: str, records: list[dict], out_dir: Path) -> Path | None:
         "blue: best or ≈ (Welch p ≥ 0.05), red: worse (p < 0.05), gray: single seed, no test",
         fontsize=8,
     )
-    ax.set_title(f"{table}: ranking\n{describe(ranking.key)}", fontsize=9)
+    ax.set_title(f"{table}: ranking\n{describe_conditions(ranking.key)}", fontsize=9)
     return save_figure(fig, out_dir / f"{table}_ranking.png")
 
 

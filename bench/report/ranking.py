@@ -286,14 +286,6 @@ def _p_text(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
-def describe(key: tuple) -> str:
-    """`bench.protocol.describe_conditions`, saying so where records predate ``batch_size``."""
-    if key[2] is not None:
-        return describe_conditions(key)
-    text = describe_conditions((key[0], key[1], 0, *key[3:]))
-    return text.replace(" of batch 0", " (batch size not recorded)", 1)
-
-
 def ranking_note(ranking: Ranking) -> str:
     """The line under a ranked table: what was ranked, under which conditions, what the marks
     mean, and the warm-up rule where an equal-budget run is ranked; where nothing could be
@@ -308,7 +300,7 @@ def ranking_note(ranking: Ranking) -> str:
             "(profile, steps, batch, data set)."
         )
     text = (
-        f"Ranked: {describe(ranking.key)}; by the seed mean of {label} ({better} is "
+        f"Ranked: {describe_conditions(ranking.key)}; by the seed mean of {label} ({better} is "
         f"better). ≈: not significantly different from the best (Welch's t-test, p ≥ {ALPHA}); "
         "p: that test's p-value; single seed: one seed on this row or the best, no test; "
         f"{NOT_RANKED}: measured under other conditions or ended early, not ranked."
