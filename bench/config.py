@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bench.schema import SCHEMAS
+from bench.schema import SCHEMAS, rule_broken
 from bench.tasks import model_index
 from datamodules import DATAMODULES
 
@@ -208,6 +208,8 @@ def describe_error(err: ValidationError, path: Path, sources: list[Source]) -> s
         setter = next((s.name for s in reversed(sources) if _sets(s.data, loc)), str(path))
         if problem["type"] == "missing":
             lines.append(f"{path}: missing key '{key}'")
+        elif problem["type"] == "value_error" and isinstance(problem.get("input"), dict):
+            lines.append(f"{setter}: {rule_broken(problem)}")  # a rule between keys
         else:
             value = problem.get("input")
             lines.append(f"{setter}: '{key}' = {value!r}: {problem['msg'].lower()}")

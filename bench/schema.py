@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Value bounds shared by the sections below: a count of things (>= 1), a count that may be 0,
 # a rate (> 0). A value of the right type outside its bounds is a `bench.config.ConfigError`
@@ -50,6 +50,12 @@ def _steps_or_unlimited(value: int | None, key: str) -> int | None:
     if value is not None and value != -1 and value < 1:
         raise ValueError(f"{key} must be -1 (no limit) or at least 1, got {value}")
     return value
+
+
+def rule_broken(problem: dict) -> str:
+    """The message of a schema validator's ``ValueError`` (without pydantic's prefix)."""
+    error = problem.get("ctx", {}).get("error")
+    return str(error) if error is not None else problem["msg"]
 
 
 class Section(BaseModel):
@@ -125,6 +131,24 @@ class OptimSection(Section):
     gamma: Positive | None = None
     decay_every: Count = 1
     decay_unit: Literal["epoch", "step"] = "epoch"
+
+    @field_validator("betas")
+    @classmethod
+    def _two_betas(cls, value: list[float]) -> list[float]:
+        if len(value) != 2:
+            raise ValueError(f"betas must be two numbers (beta1, beta2), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _schedule_is_complete(self) -> OptimSection:
+        """The rules between keys, here so that ``bench config`` refuses what ``fit`` would."""
+        if self.schedule == "linear" and self.final_lr is None:
+            raise ValueError("schedule 'linear' needs module.final_lr")
+        if self.schedule == "exponential" and self.gamma is None:
+            raise ValueError("schedule 'exponential' needs module.gamma")
+        if self.warmup_steps and self.warmup_epochs:
+            raise ValueError("set module.warmup_steps or module.warmup_epochs, not both")
+        return self
 
 
 class FlowModuleSection(OptimSection):

@@ -81,6 +81,26 @@ def test_cli_config_error_is_one_line_with_exit_status_2(capsys):
     assert err.startswith("error: --set module.lrr=3: unknown key 'module.lrr'")
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["module.schedule=linear", "module.warmup_steps=5"],
+            "schedule 'linear' needs module.final_lr",
+        ),
+        (["module.schedule=exponential"], "schedule 'exponential' needs module.gamma"),
+        (["module.warmup_steps=5", "module.warmup_epochs=1"], "warmup_epochs, not both"),
+        (["module.betas=[0.9]"], "betas must be two numbers"),
+    ],
+)
+def test_config_refuses_what_fit_would_rules_between_keys(capsys, overrides, message):
+    """`bench config` applies the schedule's rules itself (one line, exit status 2), so a row
+    that validates is one a Task accepts."""
+    code = main(["config", "--config", str(ROW), "--profile", "demo", "--set", *overrides])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
 def test_table_groups_come_from_table_yaml_in_order():
     groups = table_groups()
     assert groups["mnist"] == ["inverse_flow_t2", "inverse_flow_t3", "inverse_flow_t4", "dfm_mnist"]

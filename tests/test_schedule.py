@@ -90,7 +90,7 @@ def test_exponential_per_step_and_the_factor_itself():
         ({"warmup_steps": 5, "warmup_epochs": 1, "steps_per_epoch": 3}, "not both"),
         ({"warmup_epochs": 1}, "need steps_per_epoch"),
         ({"schedule": "exponential", "gamma": 0.9}, "need steps_per_epoch"),
-        ({"schedule": "step"}, "schedule must be one of"),
+        ({"schedule": "step"}, "schedule: Input should be"),
     ],
 )
 def test_bad_schedule_options_say_what_is_wrong(module, message):

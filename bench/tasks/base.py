@@ -28,14 +28,13 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pydantic import ValidationError
 from torch import nn
 
+from bench.schema import OptimSection, rule_broken
 from models.registry import count_params
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "sgd": torch.optim.SGD}
-
-
-SCHEDULES = ("constant", "cosine", "linear", "exponential")
 
 
 def schedule_factor(
@@ -62,6 +61,19 @@ def schedule_factor(
         else:
             scale *= 1.0 + (final_ratio - 1.0) * progress
     return scale
+
+
+def check_optim_options(**options: Any) -> None:
+    """`OptimSection`'s rules (types, bounds, the keys a schedule needs) for a Task built
+    directly; a ``ValueError`` naming each problem in one line."""
+    try:
+        OptimSection(**options)
+    except ValidationError as err:
+        problems = [
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else rule_broken(e)
+            for e in err.errors()
+        ]
+        raise ValueError("; ".join(problems)) from None
 
 
 class Task(pl.LightningModule):
@@ -114,18 +126,23 @@ class Task(pl.LightningModule):
         sample_dir: str | None = None,
     ):
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        if len(betas) != 2:
-            raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
-        if schedule == "linear" and final_lr is None:
-            raise ValueError("schedule 'linear' needs module.final_lr")
-        if schedule == "exponential" and gamma is None:
-            raise ValueError("schedule 'exponential' needs module.gamma")
-        if warmup_steps and warmup_epochs:
-            raise ValueError("set module.warmup_steps or module.warmup_epochs, not both")
+        # The rules between options live in the config schema (one home; `bench config`
+        # applies them too); a Task built directly is held to the same ones.
+        check_optim_options(
+            lr=lr,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            betas=list(betas),
+            warmup_steps=warmup_steps,
+            warmup_epochs=warmup_epochs,
+            warmup_max_steps=warmup_max_steps,
+            schedule=schedule,
+            final_lr=final_lr,
+            gamma=gamma,
+            decay_every=decay_every,
+            decay_unit=decay_unit,
+        )
         per_epoch = warmup_epochs or (schedule == "exponential" and decay_unit == "epoch")
         if per_epoch and not steps_per_epoch:
             raise ValueError("module.warmup_epochs and epoch decays need steps_per_epoch")
