@@ -249,14 +249,7 @@ def _add_tables(sub) -> None:
     )
     _add_equal_budget(tables)
     tables.add_argument("--set", **SET_OPTION)
-    tables.set_defaults(
-        func=commands.run_tables_command,
-        resume=False,
-        accelerator=None,
-        devices=None,
-        num_nodes=None,
-        strategy=None,
-    )
+    tables.set_defaults(func=commands.run_tables_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

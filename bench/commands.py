@@ -29,6 +29,7 @@ def print_record(record: dict) -> None:
 
 def row_command(args: argparse.Namespace) -> int:
     from bench.experiments.budget import load_budgeted
+    from bench.experiments.options import RunOptions
     from bench.experiments.row import COMMANDS
 
     seeds = range(args.seeds) if getattr(args, "seeds", None) else [None]
@@ -36,19 +37,20 @@ def row_command(args: argparse.Namespace) -> int:
         load_budgeted(args.config, args.profile, args.set, getattr(args, "steps", None), seed)
         for seed in seeds
     ]
-    records.check_writable(Path(args.results_dir))  # before any evaluation or training
+    options = RunOptions.from_args(args)
+    records.check_writable(options.results_dir)  # before any evaluation or training
     for config in configs:
-        record = COMMANDS[args.command](config, args)
+        record = COMMANDS[args.command](config, options)
         print_record(record)
         if record:
-            path = records.records_path(Path(args.results_dir), config["table"])
+            path = records.records_path(options.results_dir, config.table)
             print(f"record appended to {path}")
     return 0
 
 
 def config_command(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.profile, args.set)
-    print(yaml.safe_dump(config, sort_keys=False), end="")
+    print(yaml.safe_dump(config.model_dump(), sort_keys=False), end="")
     return 0
 
 
@@ -120,9 +122,10 @@ def fid_weights_command(args: argparse.Namespace) -> int:
 
 
 def run_tables_command(args: argparse.Namespace) -> int:
+    from bench.experiments.options import SweepOptions
     from bench.experiments.run_tables import run_tables
 
-    return run_tables(args)
+    return run_tables(args.tables, SweepOptions.from_args(args), args.rows)
 
 
 def layers_command(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bench.schema import SCHEMAS, rule_broken
+from bench.schema import SCHEMAS, RowConfig, rule_broken
 from bench.tasks import model_index
 from datamodules import DATAMODULES
 
@@ -169,9 +169,11 @@ def _without_profiles(data: dict, name: str) -> dict:
     return {k: v for k, v in data.items() if k != "profiles"}
 
 
-def load_config(path: str | Path, profile: str = "paper", overrides: list[str] = ()) -> dict:
-    """The validated, fully defaulted configuration of one table row, as a dict, with
-    ``config_path`` and ``profile`` set. Raises `ConfigError` naming the bad key and file."""
+def load_config(path: str | Path, profile: str = "paper", overrides: list[str] = ()) -> RowConfig:
+    """The validated, fully defaulted configuration of one table row (the task's `RowConfig`,
+    typed: ``config.module.lr``), with ``config_path`` and ``profile`` set. Raises
+    `ConfigError` naming the bad key and file. ``config.model_dump()`` is the plain dict that
+    goes to YAML, W&B and the record's hash."""
     if profile not in PROFILES:
         raise ConfigError(f"profile must be one of {PROFILES}, got {profile!r}")
     path = Path(path)
@@ -191,7 +193,7 @@ def load_config(path: str | Path, profile: str = "paper", overrides: list[str] =
     merged.setdefault("table", table)
     merged.update(config_path=str(path), profile=profile)
     try:
-        config = schema.model_validate(merged).model_dump()
+        config = schema.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(describe_error(err, path, sources)) from None
     check_model_kwargs(config, path)
@@ -225,28 +227,26 @@ def _sets(data: dict, loc: list[str]) -> bool:
     return True
 
 
-def check_model_kwargs(config: dict, path: Path) -> None:
+def check_model_kwargs(config: RowConfig, path: Path) -> None:
     """Every ``model_kwargs`` key must be a parameter of the model's constructor."""
-    models = model_index(config["task"])
-    if config["model"] not in models:
+    models = model_index(config.task)
+    if config.model not in models:
         raise ConfigError(
-            f"{path}: unknown model '{config['model']}'{nearest(config['model'], models)} for "
-            f"task '{config['task']}'"
+            f"{path}: unknown model '{config.model}'{nearest(config.model, models)} for "
+            f"task '{config.task}'"
         )
-    _check_signature(
-        models[config["model"]], config["model_kwargs"], f"{path}: model_kwargs", "model"
-    )
+    _check_signature(models[config.model], config.model_kwargs, f"{path}: model_kwargs", "model")
 
 
-def check_data_options(config: dict, path: Path) -> None:
+def check_data_options(config: RowConfig, path: Path) -> None:
     """Every ``data`` key that is set must be an option of the dataset's datamodule."""
-    dataset = config["dataset"]
+    dataset = config.dataset
     if dataset not in DATAMODULES:
         raise ConfigError(
             f"{path}: unknown dataset '{dataset}'{nearest(dataset, DATAMODULES)}; "
             f"datasets: {', '.join(sorted(DATAMODULES))}"
         )
-    options = {k: v for k, v in config["data"].items() if v is not None}
+    options = config.data.model_dump(exclude_none=True)
     _check_signature(DATAMODULES[dataset], options, f"{path}: data", f"{dataset} datamodule")
 
 

@@ -96,7 +96,7 @@ def test_each_reference_step_has_a_working_slot(meta):
     """Every ``compare:`` names a row of its table, a parameter of that row's model, and
     built-in layers that fill the slot at its shapes."""
     config = load_config(CONFIG_DIR / meta.name / meta.compare.row)
-    assert meta.compare.slot in inspect.signature(MODELS[config["model"]]).parameters
+    assert meta.compare.slot in inspect.signature(MODELS[config.model]).parameters
     shapes = slot_shapes(config, meta.compare.slot)
     assert shapes and all(len(s) == 3 for s in shapes)
     for name in meta.compare.layers:
@@ -138,13 +138,13 @@ def test_compare_fits_tests_and_times_a_layer_beside_the_table(
     assert code == 0, out + err
     row_yaml = tmp_path / "r" / "rows" / "inverse_flow_t4" / "HouseholderConv1x1.yaml"
     config = load_config(row_yaml, "demo")  # a row YAML the user can fit again
-    assert config["model_kwargs"]["kind"].endswith("examples/householder.py:HouseholderConv1x1")
+    assert config.model_kwargs["kind"].endswith("examples/householder.py:HouseholderConv1x1")
     records = [json.loads(x) for x in (tmp_path / "r/runs/inverse_flow_t4.jsonl").open()]
     assert len(records) == 6  # the table's five rows, then the user row
     record = records[-1]
     assert record["row"] == "HouseholderConv1x1" and record["steps"] == 3
     assert {r["budget_steps"] for r in records} == {3}  # one step budget for every row
-    assert record["compared_layer"] == config["compared_layer"]
+    assert record["compared_layer"] == config.compared_layer
     assert record["dataset"] == "synthetic" and record["metrics"]["bpd"] > 0
     layers = [json.loads(x) for x in (tmp_path / "r/runs/layers.jsonl").open()]
     parts = [r["row"].split("/") for r in layers]  # compare/<table>/<layer>/<pass>/<shape>

@@ -23,9 +23,14 @@ def test_every_row_config_loads_under_every_profile(profile):
     assert len(paths) >= 40
     for path in paths:
         config = load_config(path, profile)
-        assert config["table"] == path.parent.name
-        assert config["profile"] == profile and config["task"] in TASKS
-        assert set(config["module"]) >= {"lr", "optimizer", "warmup_steps", "schedule"}
+        assert config.table == path.parent.name
+        assert config.profile == profile and config.task in TASKS
+        assert set(type(config.module).model_fields) >= {
+            "lr",
+            "optimizer",
+            "warmup_steps",
+            "schedule",
+        }
 
 
 def write_row(tmp_path: Path, **changes) -> Path:
@@ -64,12 +69,12 @@ def test_override_typos_and_types_name_the_override():
         load_config(ROW, "demo", ["module.lrr=3"])
     with pytest.raises(ConfigError, match=r"--set trainer.max_steps=ten: 'trainer.max_steps'"):
         load_config(ROW, "demo", ["trainer.max_steps=ten"])
-    assert load_config(ROW, "demo", ["module.lr=3e-4"])["module"]["lr"] == 3e-4
+    assert load_config(ROW, "demo", ["module.lr=3e-4"]).module.lr == 3e-4
 
 
 def test_task_sections_differ_a_flow_key_on_a_classifier_fails(tmp_path):
     path = Path("bench/configs/iconvnet_t1/iconvnet_classifier_base.yaml")
-    assert load_config(path, "demo")["module"]["weight_decay"] == 5e-4  # from its recipe
+    assert load_config(path, "demo").module.weight_decay == 5e-4  # from its recipe
     with pytest.raises(ConfigError, match="unknown key 'module.ema_decay'"):
         load_config(path, "demo", ["module.ema_decay=0.99"])
 

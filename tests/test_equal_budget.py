@@ -3,14 +3,15 @@ the warm-up cap, and what a record of such a run says."""
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import replace
 
 import pytest
 
 from bench.config import CONFIG_DIR
 from bench.experiments import budget as budget_module
 from bench.experiments import run_tables
+from bench.experiments.options import RunOptions, SweepOptions
 from bench.protocol import (
     WARMUP_CAP,
     budget_overrides,
@@ -40,19 +41,15 @@ def test_budget_minutes_give_every_row_of_a_table_the_same_steps(monkeypatch, ca
     """Timed rows of different speeds all train the one count; the demo's own 300 caps it."""
     speeds = iter([0.02, 0.5, 0.1, 0.3, 0.05])
     monkeypatch.setattr(budget_module, "seconds_per_step", lambda *a: next(speeds))
-    args = argparse.Namespace(
-        set=[], dataset=None, profile="demo", steps=None, budget_minutes=5, seeds=1, data_dir=None
-    )
+    args = SweepOptions(profile="demo", budget_minutes=5, seeds=1)
     steps = run_tables.equal_budget(T2, args)
     assert steps == int(0.5 * 300 / (0.02 + 0.5 + 0.1 + 0.3 + 0.05))
     configs = [run_tables.row_config(p, args, steps, 0) for p in T2]
-    assert {c["trainer"]["max_steps"] for c in configs} == {steps}
-    assert {c["budget_steps"] for c in configs} == {steps}
-    assert all(
-        c["trainer"]["max_epochs"] == -1 and c["trainer"]["max_time"] is None for c in configs
-    )
+    assert {c.trainer.max_steps for c in configs} == {steps}
+    assert {c.budget_steps for c in configs} == {steps}
+    assert all(c.trainer.max_epochs == -1 and c.trainer.max_time is None for c in configs)
     assert f"every row trains {steps} steps" in capsys.readouterr().out
-    args.budget_minutes = 1000  # more than the demo's 300 steps: the profile's length stays
+    args = replace(args, budget_minutes=1000)  # more than the demo's 300 steps: they stay
     speeds = iter([0.02, 0.5, 0.1, 0.3, 0.05])
     monkeypatch.setattr(budget_module, "seconds_per_step", lambda *a: next(speeds))
     assert run_tables.equal_budget(T2, args) == 300
@@ -61,19 +58,19 @@ def test_budget_minutes_give_every_row_of_a_table_the_same_steps(monkeypatch, ca
 def test_the_warm_up_cap_is_one_rule_for_every_row():
     """Table 4's rows warm up over 5,000 steps (SNF code): at 2,000 steps all are capped to
     200; a row without a warm-up keeps none."""
-    args = argparse.Namespace(set=[], dataset=None, profile="paper")
+    args = SweepOptions(profile="paper")
     configs = {p.stem: run_tables.row_config(p, args, 2000, 0) for p in T4}
-    assert {c["module"]["warmup_max_steps"] for c in configs.values()} == {200}
+    assert {c.module.warmup_max_steps for c in configs.values()} == {200}
     assert capped_warmup(5000, 2000) == int(WARMUP_CAP * 2000) == 200
-    task = FlowTask(model="exact_mnist_linear9", **configs["exact_mnist_linear9"]["module"])
+    task = FlowTask(
+        model="exact_mnist_linear9", **configs["exact_mnist_linear9"].module.model_dump()
+    )
     assert task.optim["warmup_steps"] == 200
     task = FlowTask(
-        model="inverse_conv_mnist_linear9", **configs["inverse_conv_mnist_linear9"]["module"]
+        model="inverse_conv_mnist_linear9",
+        **configs["inverse_conv_mnist_linear9"].module.model_dump(),
     )
-    assert (
-        task.optim["warmup_steps"]
-        == configs["inverse_conv_mnist_linear9"]["module"]["warmup_steps"]
-    )
+    assert task.optim["warmup_steps"] == configs["inverse_conv_mnist_linear9"].module.warmup_steps
     epochs = FlowTask(
         model="exact_mnist_linear9", warmup_epochs=1, steps_per_epoch=550, warmup_max_steps=20
     )
@@ -88,16 +85,16 @@ def test_budget_overrides_refuse_zero_steps_and_validate_at_each_quarter():
 
 def fake_record(config: dict) -> dict:
     return make_record(
-        config["table"],
-        config["row"],
-        config["dataset"],
+        config.table,
+        config.row,
+        config.dataset,
         {"bpd": 1.0},
         device="cpu",
-        profile=config["profile"],
-        steps=config["budget_steps"],
-        seed=config["seed"],
-        batch_size=config["data"]["batch_size"],
-        budget_steps=config["budget_steps"],
+        profile=config.profile,
+        steps=config.budget_steps,
+        seed=config.seed,
+        batch_size=config.data.batch_size,
+        budget_steps=config.budget_steps,
     )
 
 
@@ -105,9 +102,9 @@ def test_seeds_already_measured_are_reused_not_rerun(tmp_path, monkeypatch, caps
     fitted: list[tuple[str, int]] = []
 
     def fit(config, args):
-        fitted.append((config["row"], config["seed"]))
+        fitted.append((config.row, config.seed))
         record = fake_record(config)
-        path = tmp_path / "runs" / f"{config['table']}.jsonl"
+        path = tmp_path / "runs" / f"{config.table}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -115,26 +112,22 @@ def test_seeds_already_measured_are_reused_not_rerun(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(run_tables, "fit_command", fit)
     monkeypatch.setattr(run_tables, "keep_sample_grid", lambda *a: None)
-    args = argparse.Namespace(
-        set=[],
-        dataset="fashion_mnist",
+    args = SweepOptions(
         profile="demo",
+        dataset="fashion_mnist",
         seeds=2,
-        force=False,
-        results_dir=str(tmp_path),
-        work_dir=str(tmp_path / "o"),
-        data_dir=None,
+        run=RunOptions(results_dir=tmp_path, work_dir=tmp_path / "o"),
     )
     rows = T2[:2]
     run_tables.run_rows(rows, args, load_records(tmp_path).rows, 50)
     assert sorted(fitted) == sorted(
-        (run_tables.row_config(p, args)["row"], s) for p in rows for s in (0, 1)
+        (run_tables.row_config(p, args).row, s) for p in rows for s in (0, 1)
     )
     fitted.clear()
     run_tables.run_rows(rows, args, load_records(tmp_path).rows, 50)
     assert fitted == []  # every (row, seed) measured under these conditions: reused
     assert capsys.readouterr().out.count("already measured") == 4
-    args.seeds = 3
+    args = replace(args, seeds=3)
     run_tables.run_rows(rows, args, load_records(tmp_path).rows, 50)
     assert sorted(s for _, s in fitted) == [2, 2]  # only the new seed
     fitted.clear()
@@ -191,13 +184,13 @@ def test_a_row_without_a_timing_step_does_not_stop_the_budget(monkeypatch, capsy
     the step count comes from the other rows."""
 
     def timed(config, *args):
-        if config["task"] == "dfm":
+        if config.task == "dfm":
             raise AttributeError("'FourierGenerator' object has no attribute 'input_shape'")
         return 0.1
 
     monkeypatch.setattr(budget_module, "seconds_per_step", timed)
     paths = [T2[0], CONFIG_DIR / "dfm_mnist" / "dfm_mnist.yaml"]
-    args = argparse.Namespace(set=[], dataset=None, profile="demo")
+    args = SweepOptions(profile="demo")
     configs = [run_tables.row_config(p, args) for p in paths]
     assert budget_module.steps_within(configs, 0.5, 1, None, "cpu") == 150
     assert "not timed (its task has no timing step)" in capsys.readouterr().out

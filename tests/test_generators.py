@@ -267,8 +267,8 @@ def test_the_three_rows_load_and_the_table_shows_them_not_run(tmp_path):
 
     for objective, (path, _) in ROWS.items():
         config = load_config(path, "paper")
-        assert config["task"] == objective and config["evaluate"]["fid"] == 50000
-        assert config["model"] in GENERATORS[objective]
+        assert config.task == objective and config.evaluate.fid == 50000
+        assert config.model in GENERATORS[objective]
     markdown = table_report(tmp_path, "dfm_t5_2").markdown
     for row, paper in (("VAE [22]", "106.0"), ("WAE [58]", "80.9"), ("DCGAN [15]", "30.9")):
         assert f"| {row} | {paper} | not run |" in markdown

@@ -391,8 +391,9 @@ def test_wandb_failure_falls_back_to_csv(tmp_path, monkeypatch):
     import pytorch_lightning.loggers as loggers
 
     from bench.experiments.row import make_logger
+    from bench.schema import RowConfig
 
-    config = {"table": "t", "config_path": "x.yaml", "profile": "demo", "wandb": {}}
+    config = RowConfig(table="t", row="r", model="m", dataset="d", config_path="x.yaml")
     assert isinstance(make_logger(config, tmp_path), loggers.CSVLogger)  # disabled in tests
 
     def unreachable(*args, **kwargs):

@@ -27,14 +27,14 @@ def counted_rows() -> list:
     rows = []
     for table, stem in row_configs_on_disk(CONFIG_DIR):
         config = load_config(CONFIG_DIR / table / f"{stem}.yaml", "paper")
-        hit = counts[(counts["table"] == table) & (counts["row"] == config["row"])]
+        hit = counts[(counts["table"] == table) & (counts["row"] == config.row)]
         if not hit.empty:
-            build = model_index(config["task"])[config["model"]]
+            build = model_index(config.task)[config.model]
             case = (
                 table,
-                config["row"],
+                config.row,
                 build,
-                config["model_kwargs"],
+                config.model_kwargs,
                 float(hit["value"].iloc[0]),
             )
             rows.append(pytest.param(*case, id=f"{table}/{stem}"))

@@ -5,7 +5,6 @@ data and tiny configs; no test trains more than a few steps."""
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import os
@@ -173,8 +172,9 @@ def test_2_compare_name_dot_dot_is_refused(tmp_path, capsys, monkeypatch):
 def test_2_a_row_config_name_is_checked_for_the_run_dir():
     from bench.config import ConfigError
     from bench.experiments.run_dir import run_dir
+    from bench.schema import RowConfig
 
-    config = {"config_path": "rows/...yaml", "table": "t", "profile": "demo"}
+    config = RowConfig(table="t", row="r", model="m", dataset="d", config_path="rows/...yaml")
     with pytest.raises(ConfigError, match="row config name '..' cannot name a file"):
         run_dir(config, "work")
 
@@ -471,8 +471,8 @@ def test_10_an_interrupted_checkpoint_save_keeps_the_previous_checkpoint(tmp_pat
     from bench.experiments.row import trainer_for
 
     config = load_config(row_yaml(tmp_path))
-    args = argparse.Namespace(accelerator="cpu", devices=1, num_nodes=None, strategy=None)
-    trainer = trainer_for(config, tmp_path / "run", args, logger=False)
+    launch = {"accelerator": "cpu", "devices": 1}
+    trainer = trainer_for(config, tmp_path / "run", launch, logger=False)
     checkpoint_io = trainer.strategy.checkpoint_io
     assert isinstance(checkpoint_io, AtomicCheckpointIO)  # best.ckpt and last.ckpt alike
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -493,6 +493,7 @@ def test_10_an_interrupted_checkpoint_save_keeps_the_previous_checkpoint(tmp_pat
 
 def test_11_a_row_locked_by_another_run_is_skipped(tmp_path, capsys, monkeypatch):
     from bench.experiments import run_tables
+    from bench.experiments.options import RunOptions, SweepOptions
     from bench.records import row_lock
 
     def no_fit(config, args):
@@ -500,9 +501,7 @@ def test_11_a_row_locked_by_another_run_is_skipped(tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(run_tables, "fit_command", no_fit)
     path = ROOT / "bench/configs/inverse_flow_t2/glow_mnist_small.yaml"
-    args = argparse.Namespace(
-        set=[], dataset=None, force=False, profile="demo", results_dir=tmp_path, work_dir=tmp_path
-    )
+    args = SweepOptions(profile="demo", run=RunOptions(results_dir=tmp_path, work_dir=tmp_path))
     with row_lock(tmp_path, "inverse_flow_t2", "glow_mnist_small", "demo", 0):
         succeeded, failed, _ = run_tables.run_rows([path], args, [])
     out = capsys.readouterr().out

@@ -106,14 +106,14 @@ class _Data:
 
 
 def test_rows_recipes_in_epochs_resolve_to_steps():
-    finc = load_config(CONFIG_DIR / "inverse_flow_t2" / "finc_mnist_k4.yaml")["module"]
-    assert (finc["warmup_epochs"], finc["schedule"], finc["gamma"]) == (10, "exponential", 0.99)
+    finc = load_config(CONFIG_DIR / "inverse_flow_t2" / "finc_mnist_k4.yaml").module
+    assert (finc.warmup_epochs, finc.schedule, finc.gamma) == (10, "exponential", 0.99)
     inverse = load_config(CONFIG_DIR / "inverse_flow_t5" / "inverse_flow_cifar10_k4.yaml")
-    module = inverse["module"]
-    assert (module["warmup_epochs"], module["gamma"], module["decay_every"]) == (2, 0.1, 25)
+    module = inverse.module
+    assert (module.warmup_epochs, module.gamma, module.decay_every) == (2, 0.1, 25)
     assert steps_per_epoch(inverse, _Data()) == 550  # full batches only
     demo = load_config(CONFIG_DIR / "inverse_flow_t2" / "finc_mnist_k4.yaml", "demo")
-    assert demo["module"]["warmup_epochs"] == 0 and demo["module"]["warmup_steps"] == 20
+    assert demo.module.warmup_epochs == 0 and demo.module.warmup_steps == 20
     constant = load_config(CONFIG_DIR / "inverse_flow_t2" / "emerging_mnist_k4.yaml")
     assert steps_per_epoch(constant, None) is None  # no data read when nothing counts epochs
 

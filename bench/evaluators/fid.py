@@ -242,7 +242,7 @@ def compute_fid(
 def requested_fid(model, context: dict) -> dict[str, float]:
     """FID of ``evaluate.fid`` samples of ``model`` against the training split of the row's data
     (``context`` as `bench.tasks.base.Task.record_metrics` gets it); {} when not asked."""
-    samples = context["config"]["evaluate"]["fid"]
+    samples = context["config"].evaluate.fid
     if not samples:
         return {}
     device = context["device"]

@@ -13,6 +13,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from bench.devices import default_device
 from bench.records import write_atomic
+from bench.schema import RowConfig
 
 
 def evaluation_device(trainer: pl.Trainer | None = None) -> str:
@@ -68,7 +69,7 @@ class TimingCallback(pl.Callback):
     at the end of fit, logs st_ms (and a flow's ft_ms) to the logger and keeps them in
     ``metrics``."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: RowConfig):
         self.config = config
         self.metrics: dict[str, Any] = {}
 
@@ -76,7 +77,7 @@ class TimingCallback(pl.Callback):
         if not trainer.is_global_zero:
             return
         device = evaluation_device(trainer)
-        self.metrics = module.timing_metrics(self.config["evaluate"], device)
+        self.metrics = module.timing_metrics(self.config.evaluate, device)
         self.metrics.pop("device")
         if trainer.logger is not None:
             numbers = {f"timing/{k}": v for k, v in self.metrics.items()}

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,13 @@ from bench.devices import default_device
 from bench.evaluators.timing import LAYER_PASSES, layer_timings
 from bench.experiments.check_layer import format_table
 from bench.experiments.layer_bench import append_layer_records
+from bench.experiments.options import SweepOptions
 from bench.experiments.run_tables import row_config, run_rows
 from bench.published import load_published
 from bench.records import check_path_name, load_records, write_atomic
 from bench.report.plots import compare_layers_plot
 from bench.report.tables import report
+from bench.schema import RowConfig
 from models.checks import LayerContractError, check_layer
 from models.layers.glow import InvConv1x1
 from models.registry import MODELS, count_params, randomize
@@ -140,14 +143,14 @@ def write_row(table: str, spec: str, name: str, results_dir: Path) -> Path:
     return path
 
 
-def build_model(config: dict, device: str = "meta", **slot) -> torch.nn.Module:
+def build_model(config: RowConfig, device: str = "meta", **slot) -> torch.nn.Module:
     """The row's model (``slot`` replaces its slot's value), by default on the meta device (no
     memory, no initialisation cost)."""
     with torch.device(device):
-        return MODELS[config["model"]](**{**config["model_kwargs"], **slot})
+        return MODELS[config.model](**{**config.model_kwargs, **slot})
 
 
-def parameters_of(config: dict) -> int:
+def parameters_of(config: RowConfig) -> int:
     """`count_params` of the row's model: built on the meta device, or on the CPU where a layer
     needs real values (masks, decompositions at initialisation)."""
     try:
@@ -156,7 +159,7 @@ def parameters_of(config: dict) -> int:
         return count_params(build_model(config, "cpu"))
 
 
-def slot_shapes(config: dict, slot: str) -> list[tuple[int, int, int]]:
+def slot_shapes(config: RowConfig, slot: str) -> list[tuple[int, int, int]]:
     """The shapes (C, H, W) at which the row's model fills its slot, once each, largest
     images first."""
     shapes: list[tuple[int, int, int]] = []
@@ -173,12 +176,12 @@ def slot_shapes(config: dict, slot: str) -> list[tuple[int, int, int]]:
     return sorted(dict.fromkeys(shapes), key=lambda s: (-s[1] * s[2], s[0]))
 
 
-def parameter_lines(table: str, config: dict, ref_config: dict, slot: str) -> list[str]:
+def parameter_lines(table: str, config: RowConfig, ref_config: RowConfig, slot: str) -> list[str]:
     """Parameter counts: the compared row's, the reference row's (same profile), the paper's."""
     ours, theirs = parameters_of(config), parameters_of(ref_config)
     lines = [
-        f"  parameters: {config['row']} {ours / 1e6:.3f}M; {ref_config['row']} (reference "
-        f"row, {config['profile']} profile) {theirs / 1e6:.3f}M"
+        f"  parameters: {config.row} {ours / 1e6:.3f}M; {ref_config.row} (reference "
+        f"row, {config.profile} profile) {theirs / 1e6:.3f}M"
     ]
     pub = load_published(SUITE_RESULTS)
     pub = pub[(pub["table"] == table) & (pub["metric"] == "params_m")]
@@ -208,52 +211,31 @@ def _check(spec: str, channels: int) -> bool:
     return not failed
 
 
-def run_args(args: argparse.Namespace) -> argparse.Namespace:
-    """What `fit_command` and `run_rows` read, from the compare command's options."""
-    return argparse.Namespace(
-        profile=args.profile,
-        set=args.set,
-        dataset=args.dataset,
-        force=False,
-        work_dir=args.work_dir,
-        data_dir=args.data_dir,
-        results_dir=args.results_dir,
-        resume=False,
-        checkpoint=None,
-        seeds=args.seeds,
-        steps=args.steps,
-        accelerator=args.accelerator,
-        devices=None,
-        num_nodes=None,
-        strategy=None,
-    )
-
-
 def compare_table(table: str, spec: str, name: str, args, device: str) -> list[dict[str, Any]]:
     """Steps 2-5 of the module docstring for one table; returns the layer-timing rows."""
 
     ref = reference(table)
     results_dir = Path(args.results_dir)
     path = write_row(table, spec, name, results_dir)
-    config = row_config(path, args, args.steps)  # --set, --dataset, --steps as run-tables
-    ref_config = row_config(CONFIG_DIR / table / ref.row, args, args.steps)
-    print(f"\n== {table}: {name} in the {ref.slot} slot of {ref_config['row']} ({path})")
+    sweep = SweepOptions.from_args(args)  # measured seeds of the table's rows are reused
+    config = row_config(path, sweep, args.steps)  # --set, --dataset, --steps as run-tables
+    ref_config = row_config(CONFIG_DIR / table / ref.row, sweep, args.steps)
+    print(f"\n== {table}: {name} in the {ref.slot} slot of {ref_config.row} ({path})")
     for line in parameter_lines(table, config, ref_config, ref.slot):
         print(line)
     if args.baselines and not args.no_fit:
         print(f"  the table's own rows under the same conditions ({args.profile} profile):")
-        run_rows(row_configs(table), run_args(args), load_records(results_dir).rows, args.steps)
+        run_rows(row_configs(table), sweep, load_records(results_dir).rows, args.steps)
     if not args.no_fit:  # the user row is always trained anew: the layer's code may have changed
         print(f"  {name}:")
-        user = run_args(args)
-        user.force = True
+        user = replace(sweep, force=True)
         _, failed, _ = run_rows([path], user, [], args.steps)
         if failed:
             print(f"  {name} failed to train; see its 'skipped' cell")
     factory, label = resolve_factory(spec)
     layers = {name: lambda s: build_layer(factory, s, label)}
     layers.update({n: (lambda s, n=n: SLOT_LAYERS[n](s[0], s[1:])) for n in ref.layers})
-    batch = args.layer_batch or config["data"]["batch_size"]
+    batch = args.layer_batch or config.data.batch_size
     rows = layer_timings(layers, slot_shapes(config, ref.slot), batch, device, args.runs)
     for row in rows:
         row["table"] = table

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import yaml
@@ -27,6 +28,7 @@ from bench.experiments.callbacks import (
     TimingCallback,
     evaluation_device,
 )
+from bench.experiments.options import RunOptions
 from bench.experiments.run_dir import (
     RUN_CONFIG,
     check_checkpoint_matches,
@@ -44,28 +46,29 @@ from bench.records import (
     write_atomic,
 )
 from bench.report.tables import table_report
+from bench.schema import RowConfig
 from bench.tasks import TASKS, Task
 from datamodules import make_datamodule
 
 log = logging.getLogger(__name__)
 
 
-def make_logger(config: dict, directory: Path):
+def make_logger(config: RowConfig, directory: Path):
     """W&B (offline unless the user configured W&B) or a CSV logger; never crashes a run."""
     fallback = CSVLogger(str(directory), name="logs")
-    settings = config.get("wandb", {})
-    if not settings.get("enabled", True) or os.environ.get("WANDB_MODE") == "disabled":
+    settings = config.wandb
+    if not settings.enabled or os.environ.get("WANDB_MODE") == "disabled":
         return fallback
     try:
         configured = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
         mode = os.environ.get("WANDB_MODE") or ("online" if configured else "offline")
         logger = WandbLogger(
-            project=settings.get("project", "convflow-bench"),
-            name=f"{config['table']}/{Path(config['config_path']).stem}/{config['profile']}",
-            tags=[*settings.get("tags", []), config["profile"], config["table"]],
+            project=settings.project,
+            name=f"{config.table}/{Path(config.config_path).stem}/{config.profile}",
+            tags=[*settings.tags, config.profile, config.table],
             save_dir=str(directory),
             mode=mode,
-            config=config,
+            config=config.model_dump(),
         )
         logger.experiment  # noqa: B018 - start the run now so a failure falls back here
         return logger
@@ -86,44 +89,46 @@ def wandb_url(logger) -> str | None:
         return None
 
 
-def steps_per_epoch(config: dict, datamodule) -> int | None:
+def steps_per_epoch(config: RowConfig, datamodule) -> int | None:
     """Full training batches per epoch (the loader drops the last partial one), where the
     module counts its warm-up or decay in epochs; else None (no data set is read)."""
-    module = config["module"]
-    exponential = module["schedule"] == "exponential" and module["decay_unit"] == "epoch"
-    if not (module["warmup_epochs"] or exponential):
+    module = config.module
+    exponential = module.schedule == "exponential" and module.decay_unit == "epoch"
+    if not (module.warmup_epochs or exponential):
         return None
     return len(datamodule.dataset("train")) // datamodule.batch_size
 
 
-def build(config: dict, data_dir: str | None, sample_dir: Path | None = None):
+def build(config: RowConfig, data_dir: str | None, sample_dir: Path | None = None):
     """The datamodule and task (LightningModule) of a validated row config."""
-    data = {k: v for k, v in config["data"].items() if v is not None}
+    data = config.data.model_dump(exclude_none=True)
     if data_dir is not None:
         data["data_dir"] = data_dir
-    data["order_seed"] = config["seed"]  # each seed trains on its own order of batches
-    model_kwargs = dict(config["model_kwargs"])
-    per_image_latents = config["task"] == "dfm" and not model_kwargs.get("encoder_hidden")
+    data["order_seed"] = config.seed  # each seed trains on its own order of batches
+    model_kwargs = dict(config.model_kwargs)
+    per_image_latents = config.task == "dfm" and not model_kwargs.get("encoder_hidden")
     if per_image_latents:
         data["with_index"] = True
-    datamodule = make_datamodule(config["dataset"], **data)
+    datamodule = make_datamodule(config.dataset, **data)
     if per_image_latents:  # one learned latent per training image
         model_kwargs["num_images"] = len(datamodule.dataset("train"))
-    total = config["trainer"]["max_steps"]
-    module = TASKS[config["task"]](
-        model=config["model"],
+    total = config.trainer.max_steps
+    module = TASKS[config.task](
+        model=config.model,
         model_kwargs=model_kwargs,
         total_steps=total if total and total > 0 else None,
         steps_per_epoch=steps_per_epoch(config, datamodule),
         sample_dir=str(sample_dir) if sample_dir else None,
-        seed=config["seed"],
-        **config["module"],
+        seed=config.seed,
+        **config.module.model_dump(),
     )
     return datamodule, module
 
 
-def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
-    task = TASKS[config["task"]]
+def trainer_for(config: RowConfig, directory: Path, launch: dict[str, Any], logger) -> pl.Trainer:
+    """The row's Trainer: the config's ``trainer:`` options, then ``launch`` (accelerator,
+    devices, nodes, strategy from the command line)."""
+    task = TASKS[config.task]
     checkpoints = directory / "checkpoints"
     best = ModelCheckpoint(
         dirpath=str(checkpoints),
@@ -133,16 +138,13 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
         save_last=False,  # last.ckpt is SaveLastStep's: saved where training stops
         enable_version_counter=False,  # one checkpoint set: best.ckpt and last.ckpt
     )
-    options = {k: v for k, v in config["trainer"].items() if v is not None}
-    if config.get("budget_steps"):  # equal budget: every row validated at the same steps
-        options["val_check_interval"] = validation_interval(config["budget_steps"])
-        options["check_val_every_n_epoch"] = None  # count steps across epochs
-    for key in ("accelerator", "devices", "num_nodes", "strategy"):
-        value = getattr(args, key, None)
-        if value is not None:
-            options[key] = value
+    settings = config.trainer.model_dump(exclude_none=True)
+    if config.budget_steps:  # equal budget: every row validated at the same steps
+        settings["val_check_interval"] = validation_interval(config.budget_steps)
+        settings["check_val_every_n_epoch"] = None  # count steps across epochs
+    settings.update(launch)
     callbacks = [best, CurveRecorder(), SaveLastStep(checkpoints / "last.ckpt")]
-    if task.timed and config["evaluate"]["timing"]:
+    if task.timed and config.evaluate.timing:
         callbacks.append(TimingCallback(config))
     # inference_mode=False: validation and test run under no_grad instead, where models whose
     # density needs autograd (FFJORD's trace, the residual flows' logdet series) can enable it.
@@ -156,26 +158,26 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
         inference_mode=False,
         use_distributed_sampler=False,
         plugins=[AtomicCheckpointIO()],  # best.ckpt and last.ckpt: tmp file + rename
-        **options,
+        **settings,
     )
 
 
-def fit_command(config: dict, args) -> Record:
+def fit_command(config: RowConfig, options: RunOptions) -> Record:
     """Train, test the best checkpoint, time, and append the record. Returns the record."""
-    check_writable(Path(args.results_dir))  # before training, not after it
-    pl.seed_everything(config["seed"], workers=True)
-    directory = run_dir(config, args.work_dir)
-    datamodule, module = build(config, args.data_dir, directory)
+    check_writable(options.results_dir)  # before training, not after it
+    pl.seed_everything(config.seed, workers=True)
+    directory = run_dir(config, options.work_dir)
+    datamodule, module = build(config, options.data_dir, directory)
     logger = make_logger(config, directory)
-    trainer = trainer_for(config, directory, args, logger)
+    trainer = trainer_for(config, directory, options.launch, logger)
     last = directory / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if args.resume and last.is_file() else None
-    if args.resume and ckpt_path is None:
+    ckpt_path = str(last) if options.resume and last.is_file() else None
+    if options.resume and ckpt_path is None:
         log.warning("--resume: no checkpoint at %s, starting from scratch", last)
     if ckpt_path:
         check_resumable(config, directory / RUN_CONFIG)
         check_checkpoint_matches(config, ckpt_path)  # readable, and this row's
-    write_atomic(directory / RUN_CONFIG, yaml.safe_dump(config, sort_keys=False))
+    write_atomic(directory / RUN_CONFIG, yaml.safe_dump(config.model_dump(), sort_keys=False))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)  # trainer.test replaces them
     tested = trainer.checkpoint_callback.best_model_path or str(last)
@@ -195,7 +197,7 @@ def fit_command(config: dict, args) -> Record:
         metrics.update(recorders[0].start_and_end())
     record = record_row(
         config,
-        args,
+        options,
         metrics,
         device_name(device),
         epochs=trainer.current_epoch,
@@ -205,7 +207,7 @@ def fit_command(config: dict, args) -> Record:
         wandb_url=wandb_url(logger),
         curve=curves[0] if curves else None,
     )
-    log_tables(logger, record, Path(args.results_dir))
+    log_tables(logger, record, options.results_dir)
     if isinstance(logger, WandbLogger):  # one W&B run per row, also when run-tables fits many
         logger.experiment.finish()
     return record
@@ -224,105 +226,108 @@ def log_tables(logger, record: Record, results_dir: Path) -> None:
     logger.log_table(f"table/{record['table']}", dataframe=visible.astype(str))
 
 
-def load_module(config: dict, checkpoint: str | Path) -> Task:
+def load_module(config: RowConfig, checkpoint: str | Path) -> Task:
     """The row's task (flow, classifier or DFM generator) from a checkpoint, which must hold
     the config's model (`check_checkpoint_matches`); loaded weights-only."""
     path = Path(checkpoint)
     check_checkpoint_matches(config, path)
-    task = TASKS[config["task"]]
+    task = TASKS[config.task]
     return task.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
 
 
-def require_flow(config: dict, command: str) -> None:
+def require_flow(config: RowConfig, command: str) -> None:
     """`test` evaluates densities (test BPD) and `time` the tasks with a timing protocol (flows:
     ST and FT; generators: ST); other rows are evaluated at the end of fit."""
-    task = TASKS[config["task"]]
+    task = TASKS[config.task]
     if not (task.density if command == "test" else task.timed):
         what = "flows" if command == "test" else "flows and generators"
         raise ValueError(
-            f"'python -m bench {command}' evaluates {what}; {config['row']!r} is a "
-            f"'{config['task']}' row, evaluated at the end of 'python -m bench fit'"
+            f"'python -m bench {command}' evaluates {what}; {config.row!r} is a "
+            f"'{config.task}' row, evaluated at the end of 'python -m bench fit'"
         )
 
 
-def record_row(config: dict, args, metrics: dict, device: str, **extra) -> Record:
+def record_row(
+    config: RowConfig, options: RunOptions, metrics: dict, device: str, **extra
+) -> Record:
     """Append one record of ``config``'s row to results/runs/<table>.jsonl and return it."""
     record = make_record(
-        config["table"],
-        config["row"],
-        config["dataset"],
+        config.table,
+        config.row,
+        config.dataset,
         metrics,
         device=device,
-        profile=config["profile"],
-        config=config,
-        note=extra.pop("note", config["note"]),
-        compared_layer=config.get("compared_layer"),  # a user row (python -m bench compare)
-        seed=config["seed"],
-        batch_size=config["data"]["batch_size"],
-        budget_steps=config.get("budget_steps"),  # an equal-budget run (bench.protocol)
+        profile=config.profile,
+        config=config.model_dump(),
+        note=extra.pop("note", config.note),
+        compared_layer=config.compared_layer,  # a user row (python -m bench compare)
+        seed=config.seed,
+        batch_size=config.data.batch_size,
+        budget_steps=config.budget_steps,  # an equal-budget run (bench.protocol)
         **extra,
     )
-    append_records(records_path(Path(args.results_dir), config["table"]), [record])
+    append_records(records_path(options.results_dir, config.table), [record])
     return record
 
 
-def best_checkpoint(config: dict, args) -> Path:
-    return Path(args.checkpoint or run_dir(config, args.work_dir) / "checkpoints" / "best.ckpt")
+def best_checkpoint(config: RowConfig, options: RunOptions) -> Path:
+    """The checkpoint test, time and FID evaluate: ``options.checkpoint``, else the row's best."""
+    best = run_dir(config, options.work_dir) / "checkpoints" / "best.ckpt"
+    return Path(options.checkpoint or best)
 
 
-def test_command(config: dict, args) -> Record:
+def test_command(config: RowConfig, options: RunOptions) -> Record:
     """Test-set BPD/NLL of a checkpoint (default: the row's best), appended as a record."""
     require_flow(config, "test")
-    checkpoint = best_checkpoint(config, args)
+    checkpoint = best_checkpoint(config, options)
     module = load_module(config, checkpoint)
-    datamodule, _ = build(config, args.data_dir)
+    datamodule, _ = build(config, options.data_dir)
     device = evaluation_device()
     metrics = evaluate_bpd(module.eval_model(), datamodule.test_dataloader(), device)
     metrics["params_m"] = module.params_m()
     step = checkpoint_step(checkpoint)
     return record_row(
-        config, args, metrics, device_name(device), step_tested=step, data=datamodule.provenance
+        config, options, metrics, device_name(device), step_tested=step, data=datamodule.provenance
     )
 
 
-def time_command(config: dict, args) -> Record:
+def time_command(config: RowConfig, options: RunOptions) -> Record:
     """ST/FT of the row's model (from a checkpoint if given, else freshly initialised)."""
     require_flow(config, "time")
-    if args.checkpoint:
-        module = load_module(config, args.checkpoint)
+    if options.checkpoint:
+        module = load_module(config, options.checkpoint)
     else:
-        _, module = build(config, args.data_dir)
-    device = args.device or evaluation_device()
-    metrics = module.timing_metrics(config["evaluate"], device)
-    step = time_train_step(
-        module, config["data"]["batch_size"], device, runs=config["evaluate"]["ft_runs"]
-    )
+        _, module = build(config, options.data_dir)
+    device = options.device or evaluation_device()
+    metrics = module.timing_metrics(config.evaluate, device)
+    step = time_train_step(module, config.data.batch_size, device, runs=config.evaluate.ft_runs)
     metrics.update(timing_summary("train_step", step))
-    note = "timing only" + (" (untrained weights)" if not args.checkpoint else "")
-    return record_row(config, args, metrics, metrics.pop("device"), note=note)
+    note = "timing only" + (" (untrained weights)" if not options.checkpoint else "")
+    return record_row(config, options, metrics, metrics.pop("device"), note=note)
 
 
-def fid_command(config: dict, args) -> Record:
+def fid_command(config: RowConfig, options: RunOptions) -> Record:
     """FID of the row's model (a checkpoint, else the row's best) against the training split."""
-    checkpoint = best_checkpoint(config, args)
+    checkpoint = best_checkpoint(config, options)
     device = evaluation_device()
     model = load_module(config, checkpoint).eval_model().to(device)
-    datamodule, _ = build(config, args.data_dir)
+    datamodule, _ = build(config, options.data_dir)
     metrics = compute_fid(
         model,
         datamodule.dataset("train"),
-        num_samples=args.num_samples,
-        temperature=args.temperature,
-        seed=args.seed,
-        feature_extractor=args.feature_extractor,
+        num_samples=options.num_samples,
+        temperature=options.temperature,
+        seed=options.fid_seed,
+        feature_extractor=options.feature_extractor,
         cuda=device.startswith("cuda"),
     )
     note = (
-        f"FID: {args.num_samples} samples at temperature {args.temperature}, seed {args.seed}, "
-        f"against the {config['dataset']} training split; checkpoint {checkpoint}"
+        f"FID: {options.num_samples} samples at temperature {options.temperature}, "
+        f"seed {options.fid_seed}, "
+        f"against the {config.dataset} training split; checkpoint {checkpoint}"
     )
     return record_row(
-        config, args, metrics, device_name(device), note=note, data=datamodule.provenance
+        config, options, metrics, device_name(device), note=note, data=datamodule.provenance
     )
 
 

@@ -15,20 +15,21 @@ import yaml
 
 from bench.config import ConfigError
 from bench.records import check_path_name
+from bench.schema import RowConfig
 
 log = logging.getLogger(__name__)
 
 
-def run_dir(config: dict, work_dir: str | Path) -> Path:
+def run_dir(config: RowConfig, work_dir: str | Path) -> Path:
     """Where a row's checkpoints, logs and samples go: <work_dir>/<table>/<name>/<profile>, with
     ``-seed<k>`` appended for a seed k other than 0 (seeds of one row never share checkpoints)."""
     try:
-        name = check_path_name(Path(config["config_path"]).stem, "row config name")
+        name = check_path_name(Path(config.config_path).stem, "row config name")
     except ValueError as err:
-        raise ConfigError(f"{config['config_path']}: {err}") from None
-    seed = config.get("seed") or 0
-    leaf = config["profile"] + (f"-seed{seed}" if seed else "")
-    return Path(work_dir) / config["table"] / name / leaf
+        raise ConfigError(f"{config.config_path}: {err}") from None
+    seed = config.seed or 0
+    leaf = config.profile + (f"-seed{seed}" if seed else "")
+    return Path(work_dir) / config.table / name / leaf
 
 
 RUN_CONFIG = "config.yaml"  # the config a run directory's checkpoints were trained with
@@ -47,14 +48,14 @@ def flat_items(config: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resumable(config: dict, saved_path: Path) -> None:
+def check_resumable(config: RowConfig, saved_path: Path) -> None:
     """Refuse a ``--resume`` whose config differs from the run's in anything but how long it
     trains: the checkpoint's state would train on while the record claimed the new config."""
     if not saved_path.is_file():
         log.warning("--resume: %s missing, cannot check the config is unchanged", saved_path)
         return
     saved = flat_items(yaml.safe_load(saved_path.read_text()))
-    new = flat_items(config)
+    new = flat_items(config.model_dump())
     changed = [
         f"{key} ({saved.get(key)!r} -> {new.get(key)!r})"
         for key in sorted(set(saved) | set(new))
@@ -106,14 +107,14 @@ def _plain(value: Any) -> Any:
 BUILT_KWARGS = ("num_images",)
 
 
-def checkpoint_mismatch(config: dict, state: dict[str, Any]) -> str | None:
+def checkpoint_mismatch(config: RowConfig, state: dict[str, Any]) -> str | None:
     """What differs between the model a checkpoint holds (its saved hyperparameters) and the
     one ``config`` builds: the model name, else the model_kwargs that differ; None if equal."""
     saved = state.get("hyper_parameters") or {}
-    if saved.get("model") != config["model"]:
-        return f"model {saved.get('model')!r}, the config {config['model']!r}"
+    if saved.get("model") != config.model:
+        return f"model {saved.get('model')!r}, the config {config.model!r}"
     theirs = _plain(saved.get("model_kwargs") or {})
-    ours = _plain(config["model_kwargs"])
+    ours = _plain(config.model_kwargs)
     keys = sorted((set(theirs) | set(ours)) - set(BUILT_KWARGS))
     changed = [
         f"model_kwargs.{k} {theirs.get(k, 'unset')!r}, the config {ours.get(k, 'unset')!r}"
@@ -123,7 +124,7 @@ def checkpoint_mismatch(config: dict, state: dict[str, Any]) -> str | None:
     return "; ".join(changed) or None
 
 
-def check_checkpoint_matches(config: dict, path: str | Path) -> dict[str, Any]:
+def check_checkpoint_matches(config: RowConfig, path: str | Path) -> dict[str, Any]:
     """The checkpoint's contents if it holds ``config``'s model; else a one-line
     `CheckpointError` naming what differs (another row's checkpoint would otherwise be
     evaluated and recorded under this row's name)."""
@@ -131,7 +132,7 @@ def check_checkpoint_matches(config: dict, path: str | Path) -> dict[str, Any]:
     mismatch = checkpoint_mismatch(config, state)
     if mismatch:
         raise CheckpointError(
-            f"checkpoint {path} is not a checkpoint of {config['row']!r} "
-            f"({config['config_path']}): it holds {mismatch}"
+            f"checkpoint {path} is not a checkpoint of {config.row!r} "
+            f"({config.config_path}): it holds {mismatch}"
         )
     return state

@@ -14,10 +14,10 @@ written), 2 when a data set was missing and nothing ran.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from filelock import Timeout
@@ -28,6 +28,7 @@ from bench.evaluators.timing import device_name
 from bench.experiments.budget import load_budgeted, steps_within
 from bench.experiments.callbacks import evaluation_device
 from bench.experiments.dfm_compression import ran_profile_in_full, run_compression
+from bench.experiments.options import SweepOptions
 from bench.experiments.row import fit_command
 from bench.experiments.run_dir import run_dir
 from bench.protocol import record_seed
@@ -41,6 +42,7 @@ from bench.records import (
     write_atomic,
 )
 from bench.report.tables import report
+from bench.schema import RowConfig
 from bench.tasks import TASKS
 from datamodules import DataFileError, make_datamodule
 from datamodules.datasets import DEBIAN_FASHION_MNIST
@@ -69,137 +71,137 @@ def row_paths(tables: list[str], rows: list[str] | None) -> list[Path]:
     return chosen
 
 
-def already_measured(config: dict, records: list[Record]) -> bool:
+def already_measured(config: RowConfig, records: list[Record]) -> bool:
     """Whether a record of the row under the same conditions (profile, seed, data set, and in
     an equal-budget run the step budget and batch) already holds the row's headline metric:
     such a seed is reused, not rerun."""
-    metric = TASKS[config["task"]].metric
-    budget = config.get("budget_steps")
+    metric = TASKS[config.task].metric
+    budget = config.budget_steps
     return any(
-        r["table"] == config["table"]
-        and r["row"] == config["row"]
-        and r.get("profile") == config["profile"]
-        and record_seed(r) == config["seed"]
+        r["table"] == config.table
+        and r["row"] == config.row
+        and r.get("profile") == config.profile
+        and record_seed(r) == config.seed
         and (budget is None or same_budget(r, config))
         and metric in r["metrics"]
         for r in records
     )
 
 
-def same_budget(record: Record, config: dict) -> bool:
+def same_budget(record: Record, config: RowConfig) -> bool:
     """Whether ``record`` was measured under ``config``'s equal-budget conditions."""
     return (
-        record.get("budget_steps") == config["budget_steps"]
-        and record.get("dataset") == config["dataset"]
-        and record.get("batch_size") == config["data"]["batch_size"]
+        record.get("budget_steps") == config.budget_steps
+        and record.get("dataset") == config.dataset
+        and record.get("batch_size") == config.data.batch_size
     )
 
 
-def record_skip(config: dict, results_dir: Path, reason: str) -> None:
+def record_skip(config: RowConfig, results_dir: Path, reason: str) -> None:
     record = make_record(
-        config["table"],
-        config["row"],
-        config["dataset"],
+        config.table,
+        config.row,
+        config.dataset,
         {},
         device="-",
-        profile=config["profile"],
-        config=config,
+        profile=config.profile,
+        config=config.model_dump(),
         status="skipped",
         reason=reason,
     )
-    append_records(records_path(results_dir, config["table"]), [record])
+    append_records(records_path(results_dir, config.table), [record])
 
 
-def run_experiment(table: str, args, results_dir: Path, records: list[Record]) -> bool:
+def run_experiment(
+    table: str, sweep: SweepOptions, results_dir: Path, records: list[Record]
+) -> bool:
     """A table filled by an experiment rather than row configs (the DFM compression sweep),
     unless measured; returns whether it ran or was measured."""
     if table_meta(table).experiment != "dfm_compression":
         return False
-    done = any(r["table"] == table and ran_profile_in_full(r, args.profile) for r in records)
-    if done and not args.force:
-        print(f"{table}: already measured ({args.profile}); FORCE=1 to rerun")
+    done = any(r["table"] == table and ran_profile_in_full(r, sweep.profile) for r in records)
+    if done and not sweep.force:
+        print(f"{table}: already measured ({sweep.profile}); FORCE=1 to rerun")
         return True
     print(f"{table}: one Fourier Net per bundled photo against JPEG ...", flush=True)
     device = evaluation_device()
-    run_compression(args.profile, results_dir=results_dir, device=device)
+    run_compression(sweep.profile, results_dir=results_dir, device=device)
     log.info("compression sweep on %s done", device_name(device))
     return True
 
 
-def keep_sample_grid(config: dict, args, results_dir: Path) -> Path | None:
+def keep_sample_grid(config: RowConfig, work_dir: Path, results_dir: Path) -> Path | None:
     """Copy the row's newest sample grid beside the tables (``tables/samples/<table>-<row
     config>.png``), so a run's samples sit next to its numbers."""
-    grids = sorted((run_dir(config, args.work_dir) / "samples").glob("*.png"))
+    grids = sorted((run_dir(config, work_dir) / "samples").glob("*.png"))
     grids = [g for g in grids if g.name.startswith(("step", "samples_"))]
     if not grids:
         return None
     target = (
-        results_dir
-        / "tables"
-        / "samples"
-        / f"{config['table']}-{Path(config['config_path']).stem}.png"
+        results_dir / "tables" / "samples" / f"{config.table}-{Path(config.config_path).stem}.png"
     )
     write_atomic(target, max(grids, key=lambda g: g.stat().st_mtime).read_bytes())
     return target
 
 
-def row_config(path: Path, args, budget_steps: int | None = None, seed: int | None = None) -> dict:
+def row_config(
+    path: Path, sweep: SweepOptions, budget_steps: int | None = None, seed: int | None = None
+) -> RowConfig:
     """The row's validated config under ``--dataset`` (which replaces the data set of MNIST
     rows only, e.g. by ``fashion_mnist``), ``--set``, the equal step budget and the seed."""
-    overrides = list(args.set)
-    if args.dataset and read_yaml(path).get("dataset") in MNIST_LIKE:
-        overrides.insert(0, f"dataset={args.dataset}")
-    return load_budgeted(path, args.profile, overrides, budget_steps, seed)
+    overrides = list(sweep.overrides)
+    if sweep.dataset and read_yaml(path).get("dataset") in MNIST_LIKE:
+        overrides.insert(0, f"dataset={sweep.dataset}")
+    return load_budgeted(path, sweep.profile, overrides, budget_steps, seed)
 
 
-def seeds_of(args) -> list[int | None]:
+def seeds_of(sweep: SweepOptions) -> list[int | None]:
     """The seeds to train: 0..K-1 for ``--seeds K``, else the config's own seed (None)."""
-    count = getattr(args, "seeds", None)
-    return list(range(count)) if count else [None]
+    return list(range(sweep.seeds)) if sweep.seeds else [None]
 
 
 def run_rows(
-    paths: list[Path], args, records: list[Record], budget_steps: int | None = None
+    paths: list[Path], sweep: SweepOptions, records: list[Record], budget_steps: int | None = None
 ) -> tuple[int, int, set[str]]:
     """Fit, test and time each row and seed not yet measured in ``records`` (same conditions);
     a row that fails is recorded as skipped with the reason. Returns (succeeded, failed, data
     sets whose files were missing)."""
-    results_dir = Path(args.results_dir)
+    results_dir = sweep.run.results_dir
     missing: set[str] = set()  # data sets whose files are not available
     succeeded, failed = 0, 0
-    runs = [(path, seed) for path in paths for seed in seeds_of(args)]
+    runs = [(path, seed) for path in paths for seed in seeds_of(sweep)]
     for i, (path, seed) in enumerate(runs, start=1):
-        config = row_config(path, args, budget_steps, seed)
-        label = f"[{i}/{len(runs)}] {config['table']} / {config['row']}"
+        config = row_config(path, sweep, budget_steps, seed)
+        label = f"[{i}/{len(runs)}] {config.table} / {config.row}"
         if seed is not None:
             label += f" (seed {seed})"
-        if config["dataset"] in missing:
-            print(f"{label}: not run ({config['dataset']} data not available)")
+        if config.dataset in missing:
+            print(f"{label}: not run ({config.dataset} data not available)")
             continue
-        if not args.force and already_measured(config, records):
-            print(f"{label}: already measured ({args.profile}); FORCE=1 to rerun")
+        if not sweep.force and already_measured(config, records):
+            print(f"{label}: already measured ({sweep.profile}); FORCE=1 to rerun")
             continue
-        lock = row_lock(results_dir, config["table"], path.stem, config["profile"], config["seed"])
+        lock = row_lock(results_dir, config.table, path.stem, config.profile, config.seed)
         start = time.monotonic()
         try:
             with lock:  # another run-tables on this results dir skips the row meanwhile
-                if not args.force and already_measured(config, load_records(results_dir).rows):
-                    print(f"{label}: already measured ({args.profile}) by another run")
+                if not sweep.force and already_measured(config, load_records(results_dir).rows):
+                    print(f"{label}: already measured ({sweep.profile}) by another run")
                     continue
                 print(f"{label}: fit, test, time ...", flush=True)
-                record = fit_command(config, args)
-            metric = TASKS[config["task"]].metric
+                record = fit_command(config, sweep.run)
+            metric = TASKS[config.task].metric
             elapsed = time.monotonic() - start
             value = record["metrics"].get(metric)
             result = f"{metric} {value:.3f}" if value is not None else f"no {metric} measured"
             print(f"{label}: {result} in {elapsed:.0f} s")
-            keep_sample_grid(config, args, results_dir)
+            keep_sample_grid(config, sweep.run.work_dir, results_dir)
             succeeded += 1
         except Timeout:
             print(f"{label}: skipped, another process is running it ({lock.lock_file})")
             continue
         except DataFileError as err:  # rows of the same data set are not tried again
-            missing.add(config["dataset"])
+            missing.add(config.dataset)
             print(f"\n{err}\n")
         except Exception as err:  # one broken row must not lose the others
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
@@ -210,30 +212,30 @@ def run_rows(
     return succeeded, failed, missing
 
 
-def equal_budget(paths: list[Path], args) -> int | None:
+def equal_budget(paths: list[Path], sweep: SweepOptions) -> int | None:
     """The step count every row trains: ``--steps``, else ``--budget-minutes`` turned into one
     (`bench.experiments.budget.steps_within`), else None (each row's own length)."""
-    if getattr(args, "steps", None):
-        return args.steps
-    if not getattr(args, "budget_minutes", None):
+    if sweep.steps:
+        return sweep.steps
+    if not sweep.budget_minutes:
         return None
-    print(f"timing {len(paths)} rows to share {args.budget_minutes:g} minutes ...", flush=True)
-    configs = [row_config(path, args) for path in paths]
-    steps = steps_within(
-        configs, args.budget_minutes, len(seeds_of(args)), args.data_dir, evaluation_device()
-    )
+    print(f"timing {len(paths)} rows to share {sweep.budget_minutes:g} minutes ...", flush=True)
+    configs = [row_config(path, sweep) for path in paths]
+    seeds, data_dir = len(seeds_of(sweep)), sweep.run.data_dir
+    steps = steps_within(configs, sweep.budget_minutes, seeds, data_dir, evaluation_device())
     print(f"every row trains {steps} steps (equal budget)")
     return steps
 
 
-def offline_demo_dataset(paths: list[Path], args) -> None:
+def offline_demo_dataset(paths: list[Path], sweep: SweepOptions) -> SweepOptions:
     """The demo (``--profile demo`` without ``--dataset`` or ``--data_dir``) on a machine that
     cannot download MNIST: where the Debian package's Fashion-MNIST files are present, say so in
-    one line and run the MNIST rows on them."""
-    if args.profile != "demo" or args.dataset or args.data_dir or not DEBIAN_FASHION_MNIST.is_dir():
-        return
+    one line and run the MNIST rows on them. Returns the sweep to run."""
+    chosen = sweep.dataset or sweep.run.data_dir
+    if sweep.profile != "demo" or chosen or not DEBIAN_FASHION_MNIST.is_dir():
+        return sweep
     if not any(read_yaml(path).get("dataset") == "mnist" for path in paths):
-        return
+        return sweep
     try:
         make_datamodule("mnist").setup()
     except DataFileError:
@@ -241,24 +243,28 @@ def offline_demo_dataset(paths: list[Path], args) -> None:
             f"MNIST is not available here (no files, download failed): the demo runs on the "
             f"Fashion-MNIST files of {DEBIAN_FASHION_MNIST} instead"
         )
-        args.dataset, args.data_dir = "fashion_mnist", str(DEBIAN_FASHION_MNIST)
+        run = replace(sweep.run, data_dir=str(DEBIAN_FASHION_MNIST))
+        return replace(sweep, dataset="fashion_mnist", run=run)
+    return sweep
 
 
-def run_tables(args: argparse.Namespace) -> int:
-    tables = resolve_tables(args.tables)
-    paths = row_paths(tables, args.rows)
+def run_tables(tables: list[str], sweep: SweepOptions, rows: list[str] | None = None) -> int:
+    """Every row (or only ``rows``) of ``tables`` (names or groups) under ``sweep``, then the
+    report; the exit status of the module docstring."""
+    tables = resolve_tables(tables)
+    paths = row_paths(tables, rows)
     for table in tables:
         if not row_configs(table) and not table_meta(table).experiment:
             raise ConfigError(f"table {table!r} has no row configs in bench/configs/{table}/")
-    results_dir = Path(args.results_dir)
+    results_dir = sweep.run.results_dir
     records = load_records(results_dir).rows  # read once; the runs below only append
     ran_experiment = False
-    if not args.rows:
-        ran_experiment = any([run_experiment(t, args, results_dir, records) for t in tables])
-    offline_demo_dataset(paths, args)
-    budget = equal_budget(paths, args)
-    print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
-    succeeded, failed, missing = run_rows(paths, args, records, budget)
+    if not rows:
+        ran_experiment = any([run_experiment(t, sweep, results_dir, records) for t in tables])
+    sweep = offline_demo_dataset(paths, sweep)
+    budget = equal_budget(paths, sweep)
+    print(f"{len(paths)} rows in {', '.join(tables)} ({sweep.profile} profile)")
+    succeeded, failed, missing = run_rows(paths, sweep, records, budget)
     status = 2 if missing and not (succeeded or ran_experiment) else 0
     if failed:
         status = 1

@@ -71,14 +71,14 @@ def preprocessing_of(config_path: str) -> str:
         config = load_config(Path(config_path), "paper")
     except ConfigError as err:
         return f"config error: {err}"
-    if config["task"] != "flow":
+    if config.task != "flow":
         return ""
-    build = model_index("flow")[config["model"]]
+    build = model_index("flow")[config.model]
     try:
         with torch.device("meta"):
-            flow = build(**config["model_kwargs"])
+            flow = build(**config.model_kwargs)
     except (RuntimeError, NotImplementedError):  # a constructor that reads values: build it
-        flow = build(**config["model_kwargs"])
+        flow = build(**config.model_kwargs)
     parts = [describe_layer(layer) for layer in flow.preprocessing.layers]
     return ", ".join(p for p in parts if p)
 

@@ -31,7 +31,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from bench.schema import OptimSection, rule_broken
+from bench.schema import EvaluateSection, OptimSection, rule_broken
 from models.registry import count_params
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "sgd": torch.optim.SGD}
@@ -188,7 +188,7 @@ class Task(pl.LightningModule):
         (loss[0] if isinstance(loss, tuple) else loss).backward()
         optimizer.step()
 
-    def timing_metrics(self, evaluate: dict[str, Any], device: str) -> dict[str, Any]:
+    def timing_metrics(self, evaluate: EvaluateSection, device: str) -> dict[str, Any]:
         """The timing protocol of a ``timed`` task with the row's ``evaluate`` settings: metrics
         (``st_ms`` ...) and ``device``."""
         raise NotImplementedError

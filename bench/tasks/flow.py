@@ -18,6 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 from bench.evaluators.timing import time_flow
+from bench.schema import EvaluateSection
 from bench.tasks.base import Task
 from models.core import Flow
 from models.registry import MODELS
@@ -75,14 +76,14 @@ class FlowTask(Task):
     def eval_model(self) -> Flow:
         return self.ema.module if self.ema is not None else self.net
 
-    def timing_metrics(self, evaluate: dict[str, Any], device: str) -> dict[str, Any]:
+    def timing_metrics(self, evaluate: EvaluateSection, device: str) -> dict[str, Any]:
         """`bench.evaluators.timing.time_flow` (ST, FT, per-sample ST) of the evaluated flow."""
         return time_flow(
             self.eval_model(),
             device,
-            st_runs=evaluate["st_runs"],
-            ft_runs=evaluate["ft_runs"],
-            per_sample_calls=evaluate["per_sample_calls"],
+            st_runs=evaluate.st_runs,
+            ft_runs=evaluate.ft_runs,
+            per_sample_calls=evaluate.per_sample_calls,
         )
 
     def on_train_batch_start(self, batch, batch_idx):

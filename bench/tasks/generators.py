@@ -26,6 +26,7 @@ import torchvision
 
 from bench.evaluators.fid import requested_fid
 from bench.evaluators.timing import time_sampling
+from bench.schema import EvaluateSection
 from bench.tasks.base import Task
 from models.generators import GENERATORS
 from models.generators.vae import to_unit
@@ -58,9 +59,9 @@ class GeneratorTask(Task):
         self.save_hyperparameters()
         self.net = family[model](**(model_kwargs or {}))
 
-    def timing_metrics(self, evaluate: dict[str, Any], device: str) -> dict[str, Any]:
+    def timing_metrics(self, evaluate: EvaluateSection, device: str) -> dict[str, Any]:
         """ST of 100 samples (`bench.evaluators.timing.time_sampling`)."""
-        return time_sampling(self.eval_model(), device, st_runs=evaluate["st_runs"])
+        return time_sampling(self.eval_model(), device, st_runs=evaluate.st_runs)
 
     def record_metrics(self, results: dict[str, float], context: dict[str, Any]) -> dict:
         """Test MSE of the reconstructions (auto-encoders), the parameter count, and FID of
