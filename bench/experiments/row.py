@@ -3,7 +3,8 @@
 ``fit``: build the row's datamodule and task (`bench.tasks`) from its validated config, train,
 test the best checkpoint, time it (flows), and append the record. ``test``, ``time``, ``fid``
 evaluate a saved checkpoint. Every command appends one record to
-``results/runs/<table>.jsonl`` (`bench.records`) and returns it.
+``results/runs/<table>.jsonl`` (`bench.records`) and returns it; a job of the launcher
+(`bench.experiments.launcher`, ``args.record_file``) writes it to a file of its own instead.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bench.records import (
     make_record,
     records_path,
     write_atomic,
+    write_record,
 )
 from bench.report.tables import table_report
 from bench.tasks import TASKS, Task
@@ -246,7 +248,8 @@ def require_flow(config: dict, command: str) -> None:
 
 
 def record_row(config: dict, args, metrics: dict, device: str, **extra) -> Record:
-    """Append one record of ``config``'s row to results/runs/<table>.jsonl and return it."""
+    """Append one record of ``config``'s row to results/runs/<table>.jsonl (a launcher job:
+    write it to its own file, ``args.record_file``) and return it."""
     record = make_record(
         config["table"],
         config["row"],
@@ -262,7 +265,10 @@ def record_row(config: dict, args, metrics: dict, device: str, **extra) -> Recor
         budget_steps=config.get("budget_steps"),  # an equal-budget run (bench.protocol)
         **extra,
     )
-    append_records(records_path(Path(args.results_dir), config["table"]), [record])
+    if getattr(args, "record_file", None):
+        write_record(Path(args.record_file), record)
+    else:
+        append_records(records_path(Path(args.results_dir), config["table"]), [record])
     return record
 
 

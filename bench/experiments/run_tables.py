@@ -39,6 +39,7 @@ from bench.records import (
     records_path,
     row_lock,
     write_atomic,
+    write_record,
 )
 from bench.report.tables import report
 from bench.tasks import TASKS
@@ -95,7 +96,11 @@ def same_budget(record: Record, config: dict) -> bool:
     )
 
 
-def record_skip(config: dict, results_dir: Path, reason: str) -> None:
+def record_skip(
+    config: dict, results_dir: Path, reason: str, record_file: Path | None = None
+) -> None:
+    """Record the row as skipped with ``reason``: appended to its table's JSONL file, or
+    written to ``record_file`` (a launcher job's own record file, `bench.records.write_record`)."""
     record = make_record(
         config["table"],
         config["row"],
@@ -107,7 +112,10 @@ def record_skip(config: dict, results_dir: Path, reason: str) -> None:
         status="skipped",
         reason=reason,
     )
-    append_records(records_path(results_dir, config["table"]), [record])
+    if record_file is not None:
+        write_record(record_file, record)
+    else:
+        append_records(records_path(results_dir, config["table"]), [record])
 
 
 def run_experiment(table: str, args, results_dir: Path, records: list[Record]) -> bool:
