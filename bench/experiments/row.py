@@ -24,6 +24,7 @@ from bench.evaluators.timing import device_name, time_train_step, timing_summary
 from bench.experiments.callbacks import (
     AtomicCheckpointIO,
     CurveRecorder,
+    PreemptionStop,
     SaveLastStep,
     TimingCallback,
     evaluation_device,
@@ -143,9 +144,12 @@ def trainer_for(config: dict, directory: Path, args, logger) -> pl.Trainer:
         value = getattr(args, key, None)
         if value is not None:
             options[key] = value
-    callbacks = [best, CurveRecorder(), SaveLastStep(checkpoints / "last.ckpt")]
+    save_last = SaveLastStep(checkpoints / "last.ckpt")
+    callbacks = [best, CurveRecorder(), save_last]
     if task.timed and config["evaluate"]["timing"]:
         callbacks.append(TimingCallback(config))
+    if getattr(args, "preemption", None) is not None:  # a launcher job: stop at a step, saved
+        callbacks.append(PreemptionStop(args.preemption, save_last))
     # inference_mode=False: validation and test run under no_grad instead, where models whose
     # density needs autograd (FFJORD's trace, the residual flows' logdet series) can enable it.
     # use_distributed_sampler=False: the training sampler shards itself across processes and
