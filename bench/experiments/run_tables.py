@@ -10,6 +10,9 @@ anything trains, never a per-row early stop. Tables without row configs run thei
 (``experiment:`` in ``_table.yaml``). Then the report. Exit status: 0 when every requested row
 ran or was already measured, 1 when a row failed (after the others ran and the report was
 written), 2 when a data set was missing and nothing ran.
+
+``--launcher local|slurm`` runs the same (row, seed) pairs as submitit jobs instead of one after
+another in this process (`bench.experiments.launcher`).
 """
 
 from __future__ import annotations
@@ -160,10 +163,28 @@ def row_config(path: Path, args, budget_steps: int | None = None, seed: int | No
     return load_budgeted(path, args.profile, overrides, budget_steps, seed)
 
 
+def pair_label(i: int, total: int, config: dict, seed: int | None) -> str:
+    """``[i/total] <table> / <row> (seed k)``: how the progress lines name a (row, seed)."""
+    label = f"[{i}/{total}] {config['table']} / {config['row']}"
+    return label + (f" (seed {seed})" if seed is not None else "")
+
+
 def seeds_of(args) -> list[int | None]:
     """The seeds to train: 0..K-1 for ``--seeds K``, else the config's own seed (None)."""
     count = getattr(args, "seeds", None)
     return list(range(count)) if count else [None]
+
+
+def fit_rows(
+    paths: list[Path], args, records: list[Record], budget_steps: int | None = None
+) -> tuple[int, int, set[str]]:
+    """`run_rows` in this process, or with ``--launcher`` as jobs
+    (`bench.experiments.launcher.launch_rows`); the same pairs, the same result."""
+    if getattr(args, "launcher", None):
+        from bench.experiments.launcher import launch_rows
+
+        return launch_rows(paths, args, records, budget_steps)
+    return run_rows(paths, args, records, budget_steps)
 
 
 def run_rows(
@@ -178,9 +199,7 @@ def run_rows(
     runs = [(path, seed) for path in paths for seed in seeds_of(args)]
     for i, (path, seed) in enumerate(runs, start=1):
         config = row_config(path, args, budget_steps, seed)
-        label = f"[{i}/{len(runs)}] {config['table']} / {config['row']}"
-        if seed is not None:
-            label += f" (seed {seed})"
+        label = pair_label(i, len(runs), config, seed)
         if config["dataset"] in missing:
             print(f"{label}: not run ({config['dataset']} data not available)")
             continue
@@ -253,6 +272,9 @@ def offline_demo_dataset(paths: list[Path], args) -> None:
 
 
 def run_tables(args: argparse.Namespace) -> int:
+    from bench.experiments.launcher import check_launcher_options
+
+    check_launcher_options(args)  # before anything runs
     tables = resolve_tables(args.tables)
     paths = row_paths(tables, args.rows)
     for table in tables:
@@ -266,7 +288,7 @@ def run_tables(args: argparse.Namespace) -> int:
     offline_demo_dataset(paths, args)
     budget = equal_budget(paths, args)
     print(f"{len(paths)} rows in {', '.join(tables)} ({args.profile} profile)")
-    succeeded, failed, missing = run_rows(paths, args, records, budget)
+    succeeded, failed, missing = fit_rows(paths, args, records, budget)
     status = 2 if missing and not (succeeded or ran_experiment) else 0
     if failed:
         status = 1
