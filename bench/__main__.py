@@ -37,6 +37,83 @@ def positive_int(text: str) -> int:
     return value
 
 
+def slurm_minutes(text: str) -> int:
+    """An argparse type: a SLURM time limit (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or
+    D-HH:MM:SS) as whole minutes, rounded up."""
+    days, dash, clock = text.strip().rpartition("-")
+    try:
+        parts = [int(part) for part in clock.split(":")]
+        day_count = int(days) if dash else 0
+    except ValueError:
+        parts = []
+    if not 1 <= len(parts) <= 3 or min(parts) < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a SLURM time: give minutes, HH:MM:SS or D-HH:MM:SS"
+        )
+    if dash:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 3:  # HH:MM:SS
+        hours, minutes, seconds = parts
+    else:  # MM or MM:SS
+        hours, minutes, seconds = 0, parts[0], (parts + [0])[1]
+    minutes_total = (day_count * 24 + hours) * 60 + minutes + (seconds + 59) // 60
+    if minutes_total < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: must be at least 1 minute")
+    return minutes_total
+
+
+def _add_launcher(parser: argparse.ArgumentParser) -> None:
+    """``--launcher`` and the options of its jobs, for run-tables and compare
+    (bench.experiments.launcher)."""
+    jobs = parser.add_argument_group(
+        "jobs", "each (row, seed) as a job, on this machine (local) or on a SLURM cluster"
+    )
+    jobs.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default=None,
+        help="run the rows as jobs (submitit); default: one after another in this process",
+    )
+    jobs.add_argument(
+        "--max-parallel",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="jobs at once (default: local 1, or one per GPU; slurm: all, SLURM queues them)",
+    )
+    jobs.add_argument(
+        "--gpus-per-job",
+        type=at_least(0),
+        default=None,
+        metavar="N",
+        help="0 or 1 (default 1 on SLURM, and locally where there is a GPU: one GPU each, "
+        "by CUDA_VISIBLE_DEVICES)",
+    )
+    jobs.add_argument(
+        "--cpus-per-job",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="CPUs (torch threads) per job",
+    )
+    jobs.add_argument("--slurm-partition", default=None, metavar="NAME", help="sbatch --partition")
+    jobs.add_argument(
+        "--slurm-time",
+        type=slurm_minutes,
+        default=None,
+        metavar="TIME",
+        help="one job's time limit: minutes, HH:MM:SS or D-HH:MM:SS; a job stopped by it is "
+        "requeued and resumes",
+    )
+    jobs.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another sbatch option, e.g. account=abc, qos=high, mem=32G (repeatable)",
+    )
+
+
 def _add_equal_budget(parser: argparse.ArgumentParser) -> None:
     """``--seeds`` and ``--steps``: the equal-budget, multi-seed protocol (bench.protocol)."""
     parser.add_argument(
@@ -87,6 +164,7 @@ def _add_compare(sub) -> None:
     )
     compare.add_argument("--baselines", action="store_true", help=argparse.SUPPRESS)  # default
     _add_equal_budget(compare)
+    _add_launcher(compare)
     compare.set_defaults(func=commands.compare_command)
 
 
@@ -249,6 +327,7 @@ def _add_tables(sub) -> None:
     )
     _add_equal_budget(tables)
     tables.add_argument("--set", **SET_OPTION)
+    _add_launcher(tables)
     tables.set_defaults(func=commands.run_tables_command)
 
 

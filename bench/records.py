@@ -7,7 +7,12 @@ actually loaded: `datamodules.base.ImageDataModule.provenance`), status/reason (
 and curve (the training curve).
 `append_records` holds a file lock around read, rewrite to a temporary file and rename, so
 concurrent writers lose nothing and a killed writer leaves the old or the new file, never half a
-line. Every generated file goes through `write_atomic`, which keeps the usual permissions.
+line. A job of the launcher (`bench.experiments.launcher`) writes its record to a file of its own
+instead, ``results/runs/<table>/<row config>/<profile>-seed<k>-<job id>.json``
+(`job_record_path`, `write_record`): written once by one process, atomically, so no lock is
+needed on a shared file system where locks are unreliable; `load_records` reads those files
+beside the JSONL files. Every generated file goes through `write_atomic`, which keeps the usual
+permissions.
 
 `METRICS` names every metric a table can show, its column label and its spread. The papers'
 numbers are read by `bench.published`.
@@ -273,6 +278,24 @@ def records_path(results_dir: Path, table: str) -> Path:
     return Path(results_dir) / "runs" / f"{check_path_name(table, 'table')}.jsonl"
 
 
+def job_record_path(
+    results_dir: Path, table: str, row_config_name: str, profile: str, seed: int, job_id: str
+) -> Path:
+    """Where a launcher job writes its one record:
+    ``runs/<table>/<row config>/<profile>-seed<seed>-<job id>.json``."""
+    names = [
+        check_path_name(table, "table"),
+        check_path_name(row_config_name, "row config"),
+        check_path_name(f"{profile}-seed{seed}-{job_id}.json", "job record"),
+    ]
+    return Path(results_dir, "runs", *names)
+
+
+def write_record(path: Path, record: Record) -> None:
+    """One record as its own JSON file (`job_record_path`), written atomically: no lock."""
+    write_atomic(Path(path), json.dumps(record, sort_keys=True) + "\n")
+
+
 class ResultsDirError(FileNotFoundError):
     """A results directory records cannot be written to (a file in its path, read-only, full)."""
 
@@ -316,29 +339,39 @@ class Records:
 
 
 def load_records(results_dir: Path) -> Records:
-    """Every valid record (`record_problem`) under ``results_dir/runs``, each with ``_source`` =
-    file:line; a line that is not UTF-8, not JSON or not a valid record is reported in
-    ``problems`` (file:line: why) and skipped, and the file's other lines are kept."""
+    """Every valid record (`record_problem`) under ``results_dir/runs``: the lines of
+    ``runs/*.jsonl``, each with ``_source`` = file:line, and the launcher jobs' record files
+    (`job_record_path`), each with ``_source`` = its path under ``runs``. A line or file that is
+    not UTF-8, not JSON or not a valid record is reported in ``problems`` (where: why) and
+    skipped; the others are kept."""
+    runs = Path(results_dir) / "runs"
     out = Records()
-    for path in sorted((Path(results_dir) / "runs").glob("*.jsonl")):
+    for path in sorted(runs.glob("*.jsonl")):
         for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-                problem = record_problem(record)
-            except UnicodeDecodeError as err:
-                problem = f"not UTF-8 text (byte {err.start})"
-            except json.JSONDecodeError as err:
-                problem = f"not JSON ({err})"
-            if problem:
-                problem = f"{path}:{number}: skipped malformed record ({problem})"
-                log.warning(problem)
-                out.problems.append(problem)
-                continue
-            record["_source"] = f"{path.name}:{number}"
-            out.rows.append(record)
+            if raw.strip():
+                _parse(raw, f"{path}:{number}", f"{path.name}:{number}", out)
+    for path in sorted(runs.glob("*/*/*.json")):
+        _parse(path.read_bytes(), str(path), path.relative_to(runs).as_posix(), out)
     return out
+
+
+def _parse(raw: bytes, where: str, source: str, out: Records) -> None:
+    """Add the record ``raw`` holds to ``out.rows`` (with ``_source``), else why not to
+    ``out.problems``."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+        problem = record_problem(record)
+    except UnicodeDecodeError as err:
+        problem = f"not UTF-8 text (byte {err.start})"
+    except json.JSONDecodeError as err:
+        problem = f"not JSON ({err})"
+    if problem:
+        problem = f"{where}: skipped malformed record ({problem})"
+        log.warning(problem)
+        out.problems.append(problem)
+        return
+    record["_source"] = source
+    out.rows.append(record)
 
 
 def pick_record(records: list[Record], metric: str, row: str | None = None) -> Record | None:

@@ -1,9 +1,11 @@
 """Lightning callbacks of a row's fit: its training curve for the record, the timing protocol
-at the end of fit, a checkpoint of the last step trained, and checkpoints written atomically."""
+at the end of fit, a checkpoint of the last step trained, checkpoints written atomically, and a
+launcher job's stop at a step boundary when it is preempted."""
 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,57 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         write_atomic(Path(path), buffer.getvalue())
+
+
+STEP_FILE = "step"  # in a launcher job's run directory: the step reached, for the progress lines
+
+
+class Preempted(Exception):
+    """A launcher job received the preemption signal; ``last.ckpt`` holds where it stopped."""
+
+
+class PreemptionStop(pl.Callback):
+    """A launcher job's fit (`bench.experiments.launcher.Preemption`): after a preemption
+    signal, training stops at the next step boundary with ``last.ckpt`` saved there, and
+    `Preempted` is raised, so the requeued job resumes exactly. The checkpoint is saved as
+    `SaveLastStep` saves a stop mid-epoch, right after a step; the stop comes before the next
+    step starts, unless a validation runs in between (or the step closed an epoch): then the
+    validation completes (its curve point, best.ckpt) and the stop waits for the next step, or
+    for the end of training. Also writes the step reached to ``<run dir>/step`` (at most every
+    ``every_s`` seconds) for the launcher's progress lines."""
+
+    def __init__(self, preemption, save_last: SaveLastStep, every_s: float = 10.0):
+        self.preemption, self.save_last, self.every_s = preemption, save_last, every_s
+        self.written_at = -float("inf")
+        self.armed = False  # last.ckpt holds the step just trained, nothing ran since
+
+    def on_train_start(self, trainer, module):
+        self.preemption.training = True
+        self.preemption.install()  # over Lightning's SIGTERM handler, which saves nothing
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if time.monotonic() - self.written_at >= self.every_s and trainer.is_global_zero:
+            write_atomic(Path(trainer.default_root_dir) / STEP_FILE, str(trainer.global_step))
+            self.written_at = time.monotonic()
+        if self.preemption.signum is None:
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # Lightning closes the epoch after this hook: stop after the next step
+        if self.save_last.saved_step != trainer.global_step:
+            self.save_last.save(trainer)
+        self.armed = True
+
+    def on_validation_start(self, trainer, module):
+        self.armed = False  # a validation after the step saved: stop after the next step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self.armed:
+            raise Preempted(f"preempted at step {trainer.global_step}")
+
+    def on_train_end(self, trainer, module):
+        self.preemption.training = False
+        if self.preemption.signum is not None:  # SaveLastStep saved the last step
+            raise Preempted(f"preempted at step {trainer.global_step}, the end of training")
+
+    def on_exception(self, trainer, module, exception):
+        self.preemption.training = False

@@ -23,6 +23,9 @@ the model argument that is its layer slot, and the table's own linear layers):
    there already are reused), so every ranked row ran under one condition. ``--no-baselines``
    shows the suite's committed records beside the user row instead (other conditions: listed,
    not ranked together).
+
+``--launcher local|slurm`` fits those rows (the table's and the user row) as jobs, as
+``run-tables --launcher`` does (`bench.experiments.launcher`).
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ from bench.config import CONFIG_DIR, ConfigError, load_config, parse_override, r
 from bench.devices import default_device
 from bench.evaluators.timing import LAYER_PASSES, layer_timings
 from bench.experiments.check_layer import format_table
+from bench.experiments.launcher import check_launcher_options
 from bench.experiments.layer_bench import append_layer_records
 from bench.experiments.options import SweepOptions
-from bench.experiments.run_tables import row_config, run_rows
+from bench.experiments.run_tables import fit_rows, row_config
 from bench.published import load_published
 from bench.records import check_path_name, load_records, write_atomic
 from bench.report.plots import compare_layers_plot
@@ -225,11 +229,11 @@ def compare_table(table: str, spec: str, name: str, args, device: str) -> list[d
         print(line)
     if args.baselines and not args.no_fit:
         print(f"  the table's own rows under the same conditions ({args.profile} profile):")
-        run_rows(row_configs(table), sweep, load_records(results_dir).rows, args.steps)
+        fit_rows(row_configs(table), sweep, load_records(results_dir).rows, args.steps)
     if not args.no_fit:  # the user row is always trained anew: the layer's code may have changed
         print(f"  {name}:")
         user = replace(sweep, force=True)
-        _, failed, _ = run_rows([path], user, [], args.steps)
+        _, failed, _ = fit_rows([path], user, [], args.steps)
         if failed:
             print(f"  {name} failed to train; see its 'skipped' cell")
     factory, label = resolve_factory(spec)
@@ -269,6 +273,7 @@ def first_slot_channels(table: str) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     """The ``compare`` command: 0 when every table was compared, 1 when the layer is not exact
     (nothing trained or recorded)."""
+    check_launcher_options(args)
     spec = absolute_spec(args.layer)
     name = layer_name(args.layer, args.name)
     for table in args.tables:  # before anything runs: every table has a slot and a free name

@@ -23,7 +23,9 @@ class RunOptions:
     run's ``last.ckpt``; ``checkpoint``: what test, time and FID evaluate (default: the row's
     best); ``device``: the timing device (default: CUDA if any); ``launch``: Trainer options
     (`LAUNCH_KEYS`) over the config's; ``num_samples``, ``temperature``, ``fid_seed``,
-    ``feature_extractor``: the FID command's."""
+    ``feature_extractor``: the FID command's. A launcher job (`bench.experiments.launcher`)
+    sets ``record_file`` (its record's own file, instead of the table's JSONL) and
+    ``preemption`` (its signals: the fit stops at a step boundary with ``last.ckpt`` saved)."""
 
     results_dir: Path = Path("results")
     work_dir: Path = Path("outputs")
@@ -36,6 +38,8 @@ class RunOptions:
     temperature: float = 1.0
     fid_seed: int = 0
     feature_extractor: str | None = None
+    record_file: Path | None = None
+    preemption: Any = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -63,7 +67,8 @@ class SweepOptions:
     row; ``dataset``: replaces the data set of the MNIST-like rows; ``seeds``: train seeds
     0..K-1 (None: the config's seed); ``steps``: every row trains exactly N steps;
     ``budget_minutes``: a time budget made one step count; ``force``: rerun rows already
-    measured; ``run``: each row's `RunOptions`."""
+    measured; ``run``: each row's `RunOptions`; ``launcher`` (``local`` or ``slurm``) and the
+    rest: the rows as jobs (`bench.experiments.launcher`; None: in this process)."""
 
     profile: str = "paper"
     overrides: tuple[str, ...] = ()
@@ -73,6 +78,13 @@ class SweepOptions:
     budget_minutes: float | None = None
     force: bool = False
     run: RunOptions = RunOptions()
+    launcher: str | None = None
+    max_parallel: int | None = None
+    gpus_per_job: int | None = None
+    cpus_per_job: int | None = None
+    slurm_partition: str | None = None
+    slurm_time: int | None = None
+    slurm_option: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SweepOptions:
@@ -86,4 +98,11 @@ class SweepOptions:
             budget_minutes=given.get("budget_minutes"),
             force=bool(given.get("force")),
             run=RunOptions.from_args(args),
+            launcher=given.get("launcher"),
+            max_parallel=given.get("max_parallel"),
+            gpus_per_job=given.get("gpus_per_job"),
+            cpus_per_job=given.get("cpus_per_job"),
+            slurm_partition=given.get("slurm_partition"),
+            slurm_time=given.get("slurm_time"),
+            slurm_option=tuple(given.get("slurm_option") or ()),
         )

@@ -3,7 +3,8 @@
 ``fit``: build the row's datamodule and task (`bench.tasks`) from its validated config, train,
 test the best checkpoint, time it (flows), and append the record. ``test``, ``time``, ``fid``
 evaluate a saved checkpoint. Every command appends one record to
-``results/runs/<table>.jsonl`` (`bench.records`) and returns it.
+``results/runs/<table>.jsonl`` (`bench.records`) and returns it; a job of the launcher
+(`bench.experiments.launcher`, ``options.record_file``) writes it to a file of its own instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.evaluators.timing import device_name, time_train_step, timing_summary
 from bench.experiments.callbacks import (
     AtomicCheckpointIO,
     CurveRecorder,
+    PreemptionStop,
     SaveLastStep,
     TimingCallback,
     evaluation_device,
@@ -44,6 +46,7 @@ from bench.records import (
     make_record,
     records_path,
     write_atomic,
+    write_record,
 )
 from bench.report.tables import table_report
 from bench.schema import RowConfig
@@ -125,9 +128,12 @@ def build(config: RowConfig, data_dir: str | None, sample_dir: Path | None = Non
     return datamodule, module
 
 
-def trainer_for(config: RowConfig, directory: Path, launch: dict[str, Any], logger) -> pl.Trainer:
+def trainer_for(
+    config: RowConfig, directory: Path, launch: dict[str, Any], logger, preemption: Any = None
+) -> pl.Trainer:
     """The row's Trainer: the config's ``trainer:`` options, then ``launch`` (accelerator,
-    devices, nodes, strategy from the command line)."""
+    devices, nodes, strategy from the command line); a launcher job's ``preemption`` stops the
+    fit at a step boundary with ``last.ckpt`` saved."""
     task = TASKS[config.task]
     checkpoints = directory / "checkpoints"
     best = ModelCheckpoint(
@@ -143,9 +149,12 @@ def trainer_for(config: RowConfig, directory: Path, launch: dict[str, Any], logg
         settings["val_check_interval"] = validation_interval(config.budget_steps)
         settings["check_val_every_n_epoch"] = None  # count steps across epochs
     settings.update(launch)
-    callbacks = [best, CurveRecorder(), SaveLastStep(checkpoints / "last.ckpt")]
+    save_last = SaveLastStep(checkpoints / "last.ckpt")
+    callbacks = [best, CurveRecorder(), save_last]
     if task.timed and config.evaluate.timing:
         callbacks.append(TimingCallback(config))
+    if preemption is not None:  # a launcher job: stop at a step, saved
+        callbacks.append(PreemptionStop(preemption, save_last))
     # inference_mode=False: validation and test run under no_grad instead, where models whose
     # density needs autograd (FFJORD's trace, the residual flows' logdet series) can enable it.
     # use_distributed_sampler=False: the training sampler shards itself across processes and
@@ -169,7 +178,7 @@ def fit_command(config: RowConfig, options: RunOptions) -> Record:
     directory = run_dir(config, options.work_dir)
     datamodule, module = build(config, options.data_dir, directory)
     logger = make_logger(config, directory)
-    trainer = trainer_for(config, directory, options.launch, logger)
+    trainer = trainer_for(config, directory, options.launch, logger, options.preemption)
     last = directory / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if options.resume and last.is_file() else None
     if options.resume and ckpt_path is None:
@@ -250,7 +259,8 @@ def require_flow(config: RowConfig, command: str) -> None:
 def record_row(
     config: RowConfig, options: RunOptions, metrics: dict, device: str, **extra
 ) -> Record:
-    """Append one record of ``config``'s row to results/runs/<table>.jsonl and return it."""
+    """Append one record of ``config``'s row to results/runs/<table>.jsonl (a launcher job:
+    write it to its own file, ``options.record_file``) and return it."""
     record = make_record(
         config.table,
         config.row,
@@ -266,7 +276,10 @@ def record_row(
         budget_steps=config.budget_steps,  # an equal-budget run (bench.protocol)
         **extra,
     )
-    append_records(records_path(options.results_dir, config.table), [record])
+    if options.record_file is not None:
+        write_record(options.record_file, record)
+    else:
+        append_records(records_path(options.results_dir, config.table), [record])
     return record
 
 

@@ -10,6 +10,8 @@ anything trains, never a per-row early stop. Tables without row configs run thei
 (``experiment:`` in ``_table.yaml``). Then the report. Exit status: 0 when every requested row
 ran or was already measured, 1 when a row failed (after the others ran and the report was
 written), 2 when a data set was missing and nothing ran.
+``--launcher local|slurm`` runs the same (row, seed) pairs as submitit jobs instead of one after
+another in this process (`bench.experiments.launcher`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bench.records import (
     records_path,
     row_lock,
     write_atomic,
+    write_record,
 )
 from bench.report.tables import report
 from bench.schema import RowConfig
@@ -97,7 +100,11 @@ def same_budget(record: Record, config: RowConfig) -> bool:
     )
 
 
-def record_skip(config: RowConfig, results_dir: Path, reason: str) -> None:
+def record_skip(
+    config: RowConfig, results_dir: Path, reason: str, record_file: Path | None = None
+) -> None:
+    """Record the row as skipped with ``reason``: appended to its table's JSONL file, or
+    written to ``record_file`` (a launcher job's own record file, `bench.records.write_record`)."""
     record = make_record(
         config.table,
         config.row,
@@ -109,7 +116,10 @@ def record_skip(config: RowConfig, results_dir: Path, reason: str) -> None:
         status="skipped",
         reason=reason,
     )
-    append_records(records_path(results_dir, config.table), [record])
+    if record_file is not None:
+        write_record(record_file, record)
+    else:
+        append_records(records_path(results_dir, config.table), [record])
 
 
 def run_experiment(
@@ -155,9 +165,27 @@ def row_config(
     return load_budgeted(path, sweep.profile, overrides, budget_steps, seed)
 
 
+def pair_label(i: int, total: int, config: RowConfig, seed: int | None) -> str:
+    """``[i/total] <table> / <row> (seed k)``: how the progress lines name a (row, seed)."""
+    label = f"[{i}/{total}] {config.table} / {config.row}"
+    return label + (f" (seed {seed})" if seed is not None else "")
+
+
 def seeds_of(sweep: SweepOptions) -> list[int | None]:
     """The seeds to train: 0..K-1 for ``--seeds K``, else the config's own seed (None)."""
     return list(range(sweep.seeds)) if sweep.seeds else [None]
+
+
+def fit_rows(
+    paths: list[Path], sweep: SweepOptions, records: list[Record], budget_steps: int | None = None
+) -> tuple[int, int, set[str]]:
+    """`run_rows` in this process, or with ``--launcher`` as jobs
+    (`bench.experiments.launcher.launch_rows`); the same pairs, the same result."""
+    if sweep.launcher:
+        from bench.experiments.launcher import launch_rows
+
+        return launch_rows(paths, sweep, records, budget_steps)
+    return run_rows(paths, sweep, records, budget_steps)
 
 
 def run_rows(
@@ -172,9 +200,7 @@ def run_rows(
     runs = [(path, seed) for path in paths for seed in seeds_of(sweep)]
     for i, (path, seed) in enumerate(runs, start=1):
         config = row_config(path, sweep, budget_steps, seed)
-        label = f"[{i}/{len(runs)}] {config.table} / {config.row}"
-        if seed is not None:
-            label += f" (seed {seed})"
+        label = pair_label(i, len(runs), config, seed)
         if config.dataset in missing:
             print(f"{label}: not run ({config.dataset} data not available)")
             continue
@@ -251,6 +277,9 @@ def offline_demo_dataset(paths: list[Path], sweep: SweepOptions) -> SweepOptions
 def run_tables(tables: list[str], sweep: SweepOptions, rows: list[str] | None = None) -> int:
     """Every row (or only ``rows``) of ``tables`` (names or groups) under ``sweep``, then the
     report; the exit status of the module docstring."""
+    from bench.experiments.launcher import check_launcher_options
+
+    check_launcher_options(sweep)  # before anything runs
     tables = resolve_tables(tables)
     paths = row_paths(tables, rows)
     for table in tables:
@@ -264,7 +293,7 @@ def run_tables(tables: list[str], sweep: SweepOptions, rows: list[str] | None = 
     sweep = offline_demo_dataset(paths, sweep)
     budget = equal_budget(paths, sweep)
     print(f"{len(paths)} rows in {', '.join(tables)} ({sweep.profile} profile)")
-    succeeded, failed, missing = run_rows(paths, sweep, records, budget)
+    succeeded, failed, missing = fit_rows(paths, sweep, records, budget)
     status = 2 if missing and not (succeeded or ran_experiment) else 0
     if failed:
         status = 1
