@@ -317,9 +317,9 @@ def test_four_parallel_jobs_give_the_bpds_of_the_in_process_loop(in_process, tmp
 @pytest.mark.slow
 def test_a_job_killed_by_sigterm_is_requeued_and_ends_as_an_uninterrupted_run(in_process, tmp_path):
     args = parse(tables_argv(tmp_path, "--launcher", "local", rows=ROWS[:1], seeds=1))
-    (pair,) = launcher.pending_pairs(row_paths(["inverse_flow_t4"], args.rows), args, [], STEPS)
+    (pair,) = launcher.pending_pairs(row_paths(["inverse_flow_t4"], ROWS[:1]), args, [], STEPS)
     launcher.submit(launcher.make_executor(args, tmp_path / "jobs"), pair, args, STEPS, ())
-    step_file = run_dir(pair.config, args.work_dir) / STEP_FILE
+    step_file = run_dir(pair.config, args.run.work_dir) / STEP_FILE
     deadline = time.monotonic() + 300
     while not step_file.exists() and not pair.job.done() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -342,7 +342,7 @@ def test_a_job_killed_by_sigterm_is_requeued_and_ends_as_an_uninterrupted_run(in
 def test_a_failed_job_is_recorded_as_skipped_with_its_log(tmp_path, capsys):
     argv = tables_argv(tmp_path, "--launcher", "local", rows=ROWS[:1], seeds=1)
     args = parse([*argv, "model_kwargs.layers=4"])  # 4 layers in 3 blocks: the model refuses
-    paths = row_paths(["inverse_flow_t4"], ROWS)
+    paths = row_paths(["inverse_flow_t4"], ROWS[:1])
     assert launcher.launch_rows(paths, args, [], STEPS) == (0, 1, set())
     out = capsys.readouterr().out
     failed = re.search(r"failed \((.*)\); log: (\S+)", out)
