@@ -51,6 +51,7 @@ from models.layers.glow import InvConv1x1, InvConv1x1LU
 from models.layers.inverse_conv import CausalConv2d, FInCConv2d, InverseConv2d
 from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.layers.woodbury import Woodbury
+from models.names import register
 
 ENTRY_POINT_GROUP = "convflow_bench.layers"
 SPEC_HELP = "give PATH.py:FACTORY, MODULE:FACTORY or the name of an installed entry point"
@@ -216,21 +217,23 @@ def _any_shape(make: Callable[[int], nn.Module]) -> Callable[[int, tuple[int, in
 
 
 # The suite's own slot layers by name: factory(channels, spatial_shape) -> Bijection.
-SLOT_LAYERS: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = {
-    "invconv1x1": _any_shape(InvConv1x1),
-    "invconv1x1_lu": _any_shape(InvConv1x1LU),
-    "inverse_conv": _any_shape(lambda c: InverseConv2d(c, 3)),
-    "inverse_conv_k2": _any_shape(lambda c: InverseConv2d(c, 2)),
-    "finc": _any_shape(lambda c: FInCConv2d(c, 3)),
-    "cinc": _any_shape(lambda c: CausalConv2d(c, 3)),
-    "emerging": _any_shape(lambda c: emerging_conv(c, 2)),
-    "exact": _any_shape(lambda c: ExactConv2d(c, 3)),
-    "snf_1x1": _any_shape(lambda c: SelfNormConv2d(c, 1)),
-    "snf": _any_shape(lambda c: SelfNormConv2d(c, 3)),
-    "exponential": _exponential,
-    "cdflow": _any_shape(lambda c: CirculantDiagonal(c, m=2)),
-    "woodbury": lambda channels, spatial_shape: Woodbury((channels, *spatial_shape), 16),
-}
+SLOT_LAYERS: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = register(
+    {},
+    "slot layer",
+    invconv1x1=_any_shape(InvConv1x1),
+    invconv1x1_lu=_any_shape(InvConv1x1LU),
+    inverse_conv=_any_shape(lambda c: InverseConv2d(c, 3)),
+    inverse_conv_k2=_any_shape(lambda c: InverseConv2d(c, 2)),
+    finc=_any_shape(lambda c: FInCConv2d(c, 3)),
+    cinc=_any_shape(lambda c: CausalConv2d(c, 3)),
+    emerging=_any_shape(lambda c: emerging_conv(c, 2)),
+    exact=_any_shape(lambda c: ExactConv2d(c, 3)),
+    snf_1x1=_any_shape(lambda c: SelfNormConv2d(c, 1)),
+    snf=_any_shape(lambda c: SelfNormConv2d(c, 3)),
+    exponential=_exponential,
+    cdflow=_any_shape(lambda c: CirculantDiagonal(c, m=2)),
+    woodbury=lambda channels, spatial_shape: Woodbury((channels, *spatial_shape), 16),
+)
 
 SlotValue = str | Callable | None
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from models.generators.dcgan import DCGAN
 from models.generators.vae import VAE, WAE
+from models.names import register
 
 CIFAR_SHAPE = (3, 32, 32)
 
@@ -23,9 +24,15 @@ CIFAR_SHAPE = (3, 32, 32)
 # DCGAN is the common 32x32 setup of Radford et al., latent 100, width 64: 3.45M generator +
 # 0.66M discriminator.
 GENERATORS: dict[str, dict[str, Callable[..., nn.Module]]] = {
-    "vae": {"vae_cifar10": partial(VAE, shape=CIFAR_SHAPE, latent=128, width=128, depth=4)},
-    "wae": {"wae_cifar10": partial(WAE, shape=CIFAR_SHAPE, latent=128, width=128, depth=4)},
-    "gan": {"dcgan_cifar10": partial(DCGAN, shape=CIFAR_SHAPE, latent=100, width=64)},
+    "vae": register(
+        {}, "VAE", vae_cifar10=partial(VAE, shape=CIFAR_SHAPE, latent=128, width=128, depth=4)
+    ),
+    "wae": register(
+        {}, "WAE", wae_cifar10=partial(WAE, shape=CIFAR_SHAPE, latent=128, width=128, depth=4)
+    ),
+    "gan": register(
+        {}, "GAN", dcgan_cifar10=partial(DCGAN, shape=CIFAR_SHAPE, latent=100, width=64)
+    ),
 }
 
 __all__ = ["DCGAN", "GENERATORS", "VAE", "WAE"]
