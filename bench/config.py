@@ -26,8 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bench.schema import SCHEMAS
-from bench.tasks import model_index
+from bench.tasks import SCHEMAS, model_index
 from datamodules import DATAMODULES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
