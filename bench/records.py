@@ -31,7 +31,7 @@ from filelock import FileLock
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates a TypedDict from here on 3.11
 
-from bench.config import PROFILE_RANK
+from bench.schema import PROFILE_RANK
 
 log = logging.getLogger(__name__)
 

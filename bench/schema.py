@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# The training profiles a row runs under: ``paper`` (the paper's training), ``short`` (paper
+# architecture and batch, a few epochs) and ``demo`` (shrunk for a CPU); see `bench.config`.
+Profile = Literal["paper", "short", "demo"]
+PROFILES: tuple[str, ...] = get_args(Profile)
+# Which record a table cell shows when several profiles measured it: the highest rank.
+PROFILE_RANK = {"paper": 3, "short": 2, "demo": 1}
 
 # Value bounds shared by the sections below: a count of things (>= 1), a count that may be 0,
 # a rate (> 0). A value of the right type outside its bounds is a `bench.config.ConfigError`
@@ -189,14 +196,14 @@ class RowConfig(Section):
     # record is then a user row (marked so in the tables); None for the suite's rows.
     compared_layer: str | None = None
     config_path: str = ""
-    profile: Literal["paper", "short", "demo"] = "paper"
+    profile: Profile = "paper"
 
     @field_validator("table")
     @classmethod
     def _table_is_a_file_name(cls, value: str) -> str:
         """The table names files (``runs/<table>.jsonl``, ``tables/<table>.md``) and a folder
         of the run directory: `bench.records.check_path_name`'s rule."""
-        from bench.records import check_path_name  # bench.records imports bench.config
+        from bench.records import check_path_name  # bench.records imports this module
 
         return check_path_name(value, "table")
 
