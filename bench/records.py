@@ -72,7 +72,8 @@ METRICS: dict[str, Metric] = {
 
 
 class Record(TypedDict, total=False):
-    """One evaluation (DESIGN.md "Runs and results"); ``_source`` (file:line) is added on read."""
+    """One evaluation, one line of ``results/runs/<table>.jsonl`` (module docstring);
+    ``_source`` (file:line) is added on read."""
 
     table: str
     row: str
