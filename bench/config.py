@@ -26,15 +26,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bench.schema import SCHEMAS, RowConfig, rule_broken
-from bench.tasks import model_index
-from datamodules import DATAMODULES
+from bench.schema import PROFILES, RowConfig, rule_broken
+from bench.tasks import SCHEMAS, model_index
+from datamodules import DATASETS, data_options
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 RECIPE_DIR = CONFIG_DIR / "recipes"
-PROFILES = ("paper", "short", "demo")
-# Which record a table cell shows when several profiles measured it: the highest rank.
-PROFILE_RANK = {"paper": 3, "short": 2, "demo": 1}
 
 
 class ConfigError(ValueError):
@@ -241,17 +238,21 @@ def check_model_kwargs(config: RowConfig, path: Path) -> None:
 def check_data_options(config: RowConfig, path: Path) -> None:
     """Every ``data`` key that is set must be an option of the dataset's datamodule."""
     dataset = config.dataset
-    if dataset not in DATAMODULES:
+    if dataset not in DATASETS:
         raise ConfigError(
-            f"{path}: unknown dataset '{dataset}'{nearest(dataset, DATAMODULES)}; "
-            f"datasets: {', '.join(sorted(DATAMODULES))}"
+            f"{path}: unknown dataset '{dataset}'{nearest(dataset, DATASETS)}; "
+            f"datasets: {', '.join(sorted(DATASETS))}"
         )
     options = config.data.model_dump(exclude_none=True)
-    _check_signature(DATAMODULES[dataset], options, f"{path}: data", f"{dataset} datamodule")
+    _check_options(data_options(dataset), options, f"{path}: data", f"{dataset} datamodule")
 
 
 def _check_signature(constructor, kwargs: dict, where: str, what: str) -> None:
-    accepted = _accepted_parameters(constructor)
+    _check_options(_accepted_parameters(constructor), kwargs, where, what)
+
+
+def _check_options(accepted: set[str] | None, kwargs: dict, where: str, what: str) -> None:
+    """Every key of ``kwargs`` must be in ``accepted`` (None: any key is)."""
     if accepted is None:
         return
     for key in kwargs:

@@ -36,7 +36,7 @@ from filelock import FileLock
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates a TypedDict from here on 3.11
 
-from bench.config import PROFILE_RANK
+from bench.schema import PROFILE_RANK
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ METRICS: dict[str, Metric] = {
 
 
 class Record(TypedDict, total=False):
-    """One evaluation (DESIGN.md "Runs and results"); ``_source`` (file:line) is added on read."""
+    """One evaluation, one line of ``results/runs/<table>.jsonl`` (module docstring);
+    ``_source`` (file:line) is added on read."""
 
     table: str
     row: str

@@ -1,6 +1,7 @@
 """The configuration schema: one pydantic model per config section, and one ``module``
-section per task. Pydantic (which the W&B client already brings, so no new dependency) gives
-typed fields, defaults and located errors; ``extra="forbid"`` makes an unknown key an error.
+section per task (`bench.tasks.TASK_SPECS` says which task validates with which row schema).
+Pydantic (which the W&B client already brings, so no new dependency) gives typed fields,
+defaults and located errors; ``extra="forbid"`` makes an unknown key an error.
 `bench.config` merges the YAML layers and validates them against these models.
 """
 
@@ -8,9 +9,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The training profiles a row runs under: ``paper`` (the paper's training), ``short`` (paper
+# architecture and batch, a few epochs) and ``demo`` (shrunk for a CPU); see `bench.config`.
+Profile = Literal["paper", "short", "demo"]
+PROFILES: tuple[str, ...] = get_args(Profile)
+# Which record a table cell shows when several profiles measured it: the highest rank.
+PROFILE_RANK = {"paper": 3, "short": 2, "demo": 1}
 
 # Value bounds shared by the sections below: a count of things (>= 1), a count that may be 0,
 # a rate (> 0). A value of the right type outside its bounds is a `bench.config.ConfigError`
@@ -195,7 +203,7 @@ class RowConfig(Section):
     row: str
     model: str
     dataset: str
-    task: Literal["flow", "classify", "dfm", "vae", "wae", "gan"] = "flow"
+    task: str = "flow"  # a `bench.tasks.TASK_SPECS` name
     recipe: str | None = None
     seed: int = 0
     # Set by an equal-budget run (--steps, --budget-minutes): the optimizer steps every row of
@@ -212,16 +220,25 @@ class RowConfig(Section):
     # record is then a user row (marked so in the tables); None for the suite's rows.
     compared_layer: str | None = None
     config_path: str = ""
-    profile: Literal["paper", "short", "demo"] = "paper"
+    profile: Profile = "paper"
 
     @field_validator("table")
     @classmethod
     def _table_is_a_file_name(cls, value: str) -> str:
         """The table names files (``runs/<table>.jsonl``, ``tables/<table>.md``) and a folder
         of the run directory: `bench.records.check_path_name`'s rule."""
-        from bench.records import check_path_name  # bench.records imports bench.config
+        from bench.records import check_path_name  # bench.records imports this module
 
         return check_path_name(value, "table")
+
+    @field_validator("task")
+    @classmethod
+    def _task_is_known(cls, value: str) -> str:
+        from bench.tasks import TASK_SPECS  # bench.tasks names these schemas
+
+        if value not in TASK_SPECS:
+            raise ValueError(f"unknown task {value!r}; tasks: {', '.join(TASK_SPECS)}")
+        return value
 
 
 class FlowRowConfig(RowConfig):
@@ -238,16 +255,6 @@ class DFMRowConfig(RowConfig):
 
 class GeneratorRowConfig(RowConfig):
     module: GeneratorModuleSection = GeneratorModuleSection()
-
-
-SCHEMAS: dict[str, type[RowConfig]] = {
-    "flow": FlowRowConfig,
-    "classify": ClassifierRowConfig,
-    "dfm": DFMRowConfig,
-    "vae": GeneratorRowConfig,
-    "wae": GeneratorRowConfig,
-    "gan": GeneratorRowConfig,
-}
 
 
 class CompareSection(Section):

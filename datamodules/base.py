@@ -14,16 +14,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.errors import DataSizeError
+
 DEFAULT_DATA_DIR = "data"
-
-
-class DataFileError(FileNotFoundError):
-    """A data file is missing or unreadable; the message says which and how to provide it."""
-
-
-class DataSizeError(DataFileError):
-    """The data loaded does not fit the config: images of another shape than the data set's,
-    or too few images for the validation split and one training batch."""
 
 
 class ImageTensorDataset(Dataset):

@@ -18,12 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from datamodules.base import (
-    DEFAULT_DATA_DIR,
-    DataFileError,
-    ImageDataModule,
-    SyntheticDataModule,
-)
+from datamodules.base import DEFAULT_DATA_DIR, ImageDataModule
+from datamodules.errors import DataFileError
 
 log = logging.getLogger(__name__)
 
@@ -456,18 +452,3 @@ class CropsDataModule(ImageDataModule):
             test,
             torch.zeros(len(test), dtype=torch.long),
         )
-
-
-DATAMODULES = {
-    cls.name: cls
-    for cls in (
-        MNISTDataModule,
-        FashionMNISTDataModule,
-        CIFAR10DataModule,
-        ImageNet32DataModule,
-        ImageNet64DataModule,
-        GalaxyDataModule,
-        CropsDataModule,
-        SyntheticDataModule,
-    )
-}

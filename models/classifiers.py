@@ -29,6 +29,7 @@ from models.layers.fourier import (
 )
 from models.layers.inverse_conv import InverseConv2d
 from models.multiscale import Squeeze
+from models.names import register
 
 ICONVNET_VARIANTS = {
     # name: (padding, activation, downsampling)
@@ -173,7 +174,9 @@ class InverseConvClassifier(nn.Module):
         return self.head(h.flatten(1))
 
 
-CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {
+CLASSIFIERS: dict[str, Callable[..., nn.Module]] = register(
+    {},
+    "classifier",
     **{f"iconvnet_classifier_{v}": partial(IConvNetClassifier, v) for v in ICONVNET_VARIANTS},
-    "inverse_conv_classifier_mnist": InverseConvClassifier,
-}
+    inverse_conv_classifier_mnist=InverseConvClassifier,
+)

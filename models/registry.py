@@ -1,6 +1,7 @@
 """The single index of models and layers that tests, benchmarks and reports read.
 
-- `MODELS`: one name per table row and dataset -> constructor of a `Flow`.
+- `MODELS`: one name per table row and dataset -> constructor of a `Flow`, each name given once
+  (`models.names.register`).
 - `layer_examples()`: every invertible layer with a factory at a small input shape (C, H, W),
   randomly initialised away from the identity, for the generic exactness tests.
 - `count_params(model)`: parameters that influence the output (masked entries do not count).
@@ -61,91 +62,97 @@ from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.layers.spline import SplineActivation
 from models.layers.woodbury import Woodbury
 from models.multiscale import FlattenLatent, GaussianSplit, MultiscaleLevel, Squeeze, multiscale
+from models.names import register
 
 MNIST_SHAPE = (1, 28, 28)
 CIFAR_SHAPE = (3, 32, 32)
 
-MODELS: dict[str, Callable[..., Flow]] = {
-    "glow_mnist": partial(glow, input_shape=MNIST_SHAPE, levels=2, steps=32, width=512),
-    "glow_cifar10": partial(glow, input_shape=CIFAR_SHAPE, levels=3, steps=32, width=512),
+
+def _multiscale(builder: Callable[..., Flow], shape, steps: int, **kwargs) -> Callable[..., Flow]:
+    """An L = 2 multiscale row of ``steps`` steps per level at input ``shape``."""
+    return partial(builder, input_shape=shape, levels=2, steps=steps, **kwargs)
+
+
+MODELS: dict[str, Callable[..., Flow]] = {}
+register(
+    MODELS,
+    "model",
+    glow_mnist=partial(glow, input_shape=MNIST_SHAPE, levels=2, steps=32, width=512),
+    glow_cifar10=partial(glow, input_shape=CIFAR_SHAPE, levels=3, steps=32, width=512),
     # Real NVP's CIFAR-10 model: two scales (the image is downscaled once), 8 residual blocks
     # of 64 features: 6.19M (CDFlow prints 6.4M: results/published/param_exceptions.yaml).
-    "realnvp_cifar10": partial(realnvp, input_shape=CIFAR_SHAPE, levels=2, width=64, blocks=8),
-}
+    realnvp_cifar10=partial(realnvp, input_shape=CIFAR_SHAPE, levels=2, width=64, blocks=8),
+)
 
 # Inverse-Flow Tables 2, 3 (MNIST) and 5, 6 (CIFAR-10): L = 2, K = 4 or 16. The coupling widths
 # are chosen so that count_params matches each row's published parameter count (the papers do
 # not give them); the Inverse-Flow MNIST rows use the released code's 2x2 inverse conv, CIFAR 3x3;
 # all splines have 5 bins (10 bins alone would exceed the CIFAR K=4 count).
-_MULTISCALE_ROWS = {
-    "inverse_flow_mnist_k4": (inverse_flow, MNIST_SHAPE, 4, {"width": 1947, "kernel_size": 2}),
-    "inverse_flow_mnist_k16": (inverse_flow, MNIST_SHAPE, 16, {"width": 1212, "kernel_size": 2}),
-    "inverse_flow_cifar10_k4": (inverse_flow, CIFAR_SHAPE, 4, {"width": 192, "kernel_size": 3}),
-    "inverse_flow_cifar10_k16": (inverse_flow, CIFAR_SHAPE, 16, {"width": 160, "kernel_size": 3}),
-    "finc_mnist_k4": (finc_flow, MNIST_SHAPE, 4, {"width": 763}),
-    "finc_mnist_k16": (finc_flow, MNIST_SHAPE, 16, {"width": 524}),
-    "finc_cifar10_k4": (finc_flow, CIFAR_SHAPE, 4, {"width": 173}),
-    "finc_cifar10_k16": (finc_flow, CIFAR_SHAPE, 16, {"width": 192}),
-    "snf_mnist_k4": (snf_glow, MNIST_SHAPE, 4, {"width": 348}),
-    "snf_mnist_k16": (snf_glow, MNIST_SHAPE, 16, {"width": 522}),
-    "snf_cifar10_k4": (snf_glow, CIFAR_SHAPE, 4, {"width": 142}),
-    "snf_cifar10_k16": (snf_glow, CIFAR_SHAPE, 16, {"width": 136}),
-    "emerging_mnist_k4": (emerging_glow, MNIST_SHAPE, 4, {"width": 105}),
-    "emerging_mnist_k16": (emerging_glow, MNIST_SHAPE, 16, {"width": 557}),
-    "cinc_cifar10_k16": (cinc_flow, CIFAR_SHAPE, 16, {"width": 183}),
+register(
+    MODELS,
+    "model",
+    inverse_flow_mnist_k4=_multiscale(inverse_flow, MNIST_SHAPE, 4, width=1947, kernel_size=2),
+    inverse_flow_mnist_k16=_multiscale(inverse_flow, MNIST_SHAPE, 16, width=1212, kernel_size=2),
+    inverse_flow_cifar10_k4=_multiscale(inverse_flow, CIFAR_SHAPE, 4, width=192, kernel_size=3),
+    inverse_flow_cifar10_k16=_multiscale(inverse_flow, CIFAR_SHAPE, 16, width=160, kernel_size=3),
+    finc_mnist_k4=_multiscale(finc_flow, MNIST_SHAPE, 4, width=763),
+    finc_mnist_k16=_multiscale(finc_flow, MNIST_SHAPE, 16, width=524),
+    finc_cifar10_k4=_multiscale(finc_flow, CIFAR_SHAPE, 4, width=173),
+    finc_cifar10_k16=_multiscale(finc_flow, CIFAR_SHAPE, 16, width=192),
+    snf_mnist_k4=_multiscale(snf_glow, MNIST_SHAPE, 4, width=348),
+    snf_mnist_k16=_multiscale(snf_glow, MNIST_SHAPE, 16, width=522),
+    snf_cifar10_k4=_multiscale(snf_glow, CIFAR_SHAPE, 4, width=142),
+    snf_cifar10_k16=_multiscale(snf_glow, CIFAR_SHAPE, 16, width=136),
+    emerging_mnist_k4=_multiscale(emerging_glow, MNIST_SHAPE, 4, width=105),
+    emerging_mnist_k16=_multiscale(emerging_glow, MNIST_SHAPE, 16, width=557),
+    cinc_cifar10_k16=_multiscale(cinc_flow, CIFAR_SHAPE, 16, width=183),
     # Glow's width 512 reproduces the Woodbury and Butterfly rows of Tables 5 and 6 within 1%.
-    "woodbury_cifar10_k4": (woodbury_glow, CIFAR_SHAPE, 4, {"width": 512}),
-    "woodbury_cifar10_k16": (woodbury_glow, CIFAR_SHAPE, 16, {"width": 512}),
-    "butterflyflow_cifar10_k4": (butterflyflow, CIFAR_SHAPE, 4, {"width": 512}),
-    "butterflyflow_cifar10_k16": (butterflyflow, CIFAR_SHAPE, 16, {"width": 512}),
-}
-for _name, (_builder, _shape, _steps, _kwargs) in _MULTISCALE_ROWS.items():
-    MODELS[_name] = partial(_builder, input_shape=_shape, levels=2, steps=_steps, **_kwargs)
+    woodbury_cifar10_k4=_multiscale(woodbury_glow, CIFAR_SHAPE, 4, width=512),
+    woodbury_cifar10_k16=_multiscale(woodbury_glow, CIFAR_SHAPE, 16, width=512),
+    butterflyflow_cifar10_k4=_multiscale(butterflyflow, CIFAR_SHAPE, 4, width=512),
+    butterflyflow_cifar10_k16=_multiscale(butterflyflow, CIFAR_SHAPE, 16, width=512),
+)
 
 # CDFlow Table 2 (L=3, K=32, width 512; Galaxy 2 x 8 at 3x32x32, see below: the abstract does
 # not give the image size), and the Glow-size baselines of that table.
 IMAGENET32_SHAPE, GALAXY_SHAPE = (3, 32, 32), (3, 32, 32)
-MODELS.update(
-    {
-        "cdflow_cifar10": partial(cdflow, input_shape=CIFAR_SHAPE, levels=3, steps=32, width=512),
-        "cdflow_imagenet32": partial(
-            cdflow, input_shape=IMAGENET32_SHAPE, levels=3, steps=32, width=512
-        ),
-        "cdflow_galaxy": partial(cdflow, input_shape=GALAXY_SHAPE, levels=2, steps=8, width=512),
-        # Glow's ImageNet 32x32 model (K=48, L=3, width 512): CDFlow's 66.2M.
-        "glow_imagenet32": partial(
-            glow, input_shape=IMAGENET32_SHAPE, levels=3, steps=48, width=512
-        ),
-        "woodbury_cifar10": partial(woodbury_glow, input_shape=CIFAR_SHAPE),
-        "butterflyflow_cifar10": partial(butterflyflow, input_shape=CIFAR_SHAPE),
-        # ImageNet32 is 3x32x32 as CIFAR-10: CDFlow lists the same counts for both columns.
-        "woodbury_imagenet32": partial(woodbury_glow, input_shape=IMAGENET32_SHAPE),
-        "butterflyflow_imagenet32": partial(butterflyflow, input_shape=IMAGENET32_SHAPE),
-        # i-ConvNet: the fully convolutional flow (13 periodic convs, 1.4M on CIFAR-10).
-        "iconvnet_cifar10": partial(iconvnet, input_shape=CIFAR_SHAPE, blocks=4),
-        "iconvnet_mnist": partial(iconvnet, input_shape=MNIST_SHAPE, blocks=3),
-        # CONF: our configuration (the paper gives none for images), see models/flows/conf.py.
-        "conf_cifar10": partial(conf, input_shape=CIFAR_SHAPE, levels=3, steps=8, width=256),
-        "conf_cifar10_symmetric": partial(
-            conf, input_shape=CIFAR_SHAPE, levels=3, steps=8, width=256, conv="symmetric"
-        ),
-        "conf_mnist": partial(conf, input_shape=MNIST_SHAPE, levels=2, steps=8, width=128),
-        "conf_mnist_symmetric": partial(
-            conf, input_shape=MNIST_SHAPE, levels=2, steps=8, width=128, conv="symmetric"
-        ),
-    }
+register(
+    MODELS,
+    "model",
+    cdflow_cifar10=partial(cdflow, input_shape=CIFAR_SHAPE, levels=3, steps=32, width=512),
+    cdflow_imagenet32=partial(cdflow, input_shape=IMAGENET32_SHAPE, levels=3, steps=32, width=512),
+    cdflow_galaxy=partial(cdflow, input_shape=GALAXY_SHAPE, levels=2, steps=8, width=512),
+    # Glow's ImageNet 32x32 model (K=48, L=3, width 512): CDFlow's 66.2M.
+    glow_imagenet32=partial(glow, input_shape=IMAGENET32_SHAPE, levels=3, steps=48, width=512),
+    woodbury_cifar10=partial(woodbury_glow, input_shape=CIFAR_SHAPE),
+    butterflyflow_cifar10=partial(butterflyflow, input_shape=CIFAR_SHAPE),
+    # ImageNet32 is 3x32x32 as CIFAR-10: CDFlow lists the same counts for both columns.
+    woodbury_imagenet32=partial(woodbury_glow, input_shape=IMAGENET32_SHAPE),
+    butterflyflow_imagenet32=partial(butterflyflow, input_shape=IMAGENET32_SHAPE),
+    # i-ConvNet: the fully convolutional flow (13 periodic convs, 1.4M on CIFAR-10).
+    iconvnet_cifar10=partial(iconvnet, input_shape=CIFAR_SHAPE, blocks=4),
+    iconvnet_mnist=partial(iconvnet, input_shape=MNIST_SHAPE, blocks=3),
+    # CONF: our configuration (the paper gives none for images), see models/flows/conf.py.
+    conf_cifar10=partial(conf, input_shape=CIFAR_SHAPE, levels=3, steps=8, width=256),
+    conf_cifar10_symmetric=partial(
+        conf, input_shape=CIFAR_SHAPE, levels=3, steps=8, width=256, conv="symmetric"
+    ),
+    conf_mnist=partial(conf, input_shape=MNIST_SHAPE, levels=2, steps=8, width=128),
+    conf_mnist_symmetric=partial(
+        conf, input_shape=MNIST_SHAPE, levels=2, steps=8, width=128, conv="symmetric"
+    ),
 )
 
 # The autoregressive rows of Inverse-Flow Tables 3 and 6 (L = 2, K = 16), sized to the papers'
 # counts: MaCow hidden width 89 (CIFAR-10, 2.68M) and 122 (an MNIST variant of the same size),
 # MintNet hidden multiplier 146 (MNIST, 125.9M) and 14 (CIFAR-10, 12.466M; 15 would give +7.7%).
-MODELS.update(
-    {
-        "macow_cifar10_k16": partial(macow, input_shape=CIFAR_SHAPE, hidden=89),
-        "macow_mnist_k16": partial(macow, input_shape=MNIST_SHAPE, hidden=122),
-        "mintnet_mnist_k16": partial(mintnet, input_shape=MNIST_SHAPE, multiplier=146),
-        "mintnet_cifar10_k16": partial(mintnet, input_shape=CIFAR_SHAPE, multiplier=14),
-    }
+register(
+    MODELS,
+    "model",
+    macow_cifar10_k16=partial(macow, input_shape=CIFAR_SHAPE, hidden=89),
+    macow_mnist_k16=partial(macow, input_shape=MNIST_SHAPE, hidden=122),
+    mintnet_mnist_k16=partial(mintnet, input_shape=MNIST_SHAPE, multiplier=146),
+    mintnet_cifar10_k16=partial(mintnet, input_shape=CIFAR_SHAPE, multiplier=14),
 )
 
 # CDFlow Table 2: Emerging and Real NVP. Emerging uses its paper's released configuration (width
@@ -157,26 +164,22 @@ MODELS.update(
 # galaxy_mergers "noninteracting" JPEGs to 64x64 and trains at --image_size 32 (2x2 mean
 # downsampling), and ButterflyFlow loads the same pickle at size 32. The counts of these
 # Glow-style flows do not depend on the image size.
-MODELS.update(
-    {
-        "emerging_cifar10": partial(
-            emerging_glow, input_shape=CIFAR_SHAPE, levels=3, steps=32, width=512
-        ),
-        "emerging_imagenet32": partial(
-            emerging_glow, input_shape=IMAGENET32_SHAPE, levels=3, steps=32, width=512
-        ),
-        "emerging_galaxy": partial(
-            emerging_glow, input_shape=GALAXY_SHAPE, levels=2, steps=8, width=512
-        ),
-        "realnvp_imagenet32": partial(
-            realnvp, input_shape=IMAGENET32_SHAPE, levels=3, width=140, blocks=8
-        ),
-        "realnvp_galaxy": partial(realnvp, input_shape=GALAXY_SHAPE, levels=2, width=64, blocks=8),
-        # The Galaxy column's Glow-step baselines at CDFlow's Galaxy size (L=2, K=8, width 512).
-        "glow_galaxy": partial(glow, input_shape=GALAXY_SHAPE, levels=2, steps=8),
-        "woodbury_galaxy": partial(woodbury_glow, input_shape=GALAXY_SHAPE, levels=2, steps=8),
-        "butterflyflow_galaxy": partial(butterflyflow, input_shape=GALAXY_SHAPE, levels=2, steps=8),
-    }
+register(
+    MODELS,
+    "model",
+    emerging_cifar10=partial(emerging_glow, input_shape=CIFAR_SHAPE, levels=3, steps=32, width=512),
+    emerging_imagenet32=partial(
+        emerging_glow, input_shape=IMAGENET32_SHAPE, levels=3, steps=32, width=512
+    ),
+    emerging_galaxy=partial(emerging_glow, input_shape=GALAXY_SHAPE, levels=2, steps=8, width=512),
+    realnvp_imagenet32=partial(
+        realnvp, input_shape=IMAGENET32_SHAPE, levels=3, width=140, blocks=8
+    ),
+    realnvp_galaxy=partial(realnvp, input_shape=GALAXY_SHAPE, levels=2, width=64, blocks=8),
+    # The Galaxy column's Glow-step baselines at CDFlow's Galaxy size (L=2, K=8, width 512).
+    glow_galaxy=partial(glow, input_shape=GALAXY_SHAPE, levels=2, steps=8),
+    woodbury_galaxy=partial(woodbury_glow, input_shape=GALAXY_SHAPE, levels=2, steps=8),
+    butterflyflow_galaxy=partial(butterflyflow, input_shape=GALAXY_SHAPE, levels=2, steps=8),
 )
 
 # MADE and MAF on CIFAR-10 (i-ConvNet Table 2 MADE 5.67; CDFlow Table 2 MAF 105.0M / 4.31), the
@@ -184,11 +187,11 @@ MODELS.update(
 # CDFlow's 105.0M is this MAF counted densely, masked-out weights included (exactly 105,000,960);
 # count_params counts only the unmasked weights: 52.5M. The MAF paper reports the best of 1 or 2
 # hidden layers of 1024 or 2048 units without saying which; MADE takes the same 2 x 1024 (ours).
-MODELS.update(
-    {
-        "made_cifar10": partial(made, input_shape=CIFAR_SHAPE, hidden=(1024, 1024)),
-        "maf_cifar10": partial(maf, input_shape=CIFAR_SHAPE, layers=10, hidden=(1024, 1024)),
-    }
+register(
+    MODELS,
+    "model",
+    made_cifar10=partial(made, input_shape=CIFAR_SHAPE, hidden=(1024, 1024)),
+    maf_cifar10=partial(maf, input_shape=CIFAR_SHAPE, layers=10, hidden=(1024, 1024)),
 )
 
 # The residual flows of CDFlow Table 2 (and i-ResNet of i-ConvNet Table 2): L levels of K steps
@@ -199,33 +202,37 @@ MODELS.update(
 # width 490 (46.9M / 47.1M), i-DenseNet growth 126 (46.8M / 47.0M); Galaxy (L=2, K=8) i-ResNet
 # width 512 (6.87M / 6.88M), Residual Flows width 450 (5.59M / 5.58M), i-DenseNet growth 78
 # (6.01M / 6.07M).
-MODELS.update(
-    {
-        "iresnet_cifar10": partial(iresnet, input_shape=CIFAR_SHAPE),
-        "residual_flow_cifar10": partial(residual_flow, input_shape=CIFAR_SHAPE),
-        "idensenet_cifar10": partial(idensenet, input_shape=CIFAR_SHAPE, growth=90),
-        "iresnet_imagenet32": partial(iresnet, input_shape=IMAGENET32_SHAPE, width=575),
-        "residual_flow_imagenet32": partial(
-            residual_flow, input_shape=IMAGENET32_SHAPE, steps=32, width=490
-        ),
-        "idensenet_imagenet32": partial(idensenet, input_shape=IMAGENET32_SHAPE, growth=126),
-        "iresnet_galaxy": partial(iresnet, input_shape=GALAXY_SHAPE, levels=2, steps=8),
-        "residual_flow_galaxy": partial(
-            residual_flow, input_shape=GALAXY_SHAPE, levels=2, steps=8, width=450
-        ),
-        "idensenet_galaxy": partial(
-            idensenet, input_shape=GALAXY_SHAPE, levels=2, steps=8, growth=78
-        ),
-    }
+register(
+    MODELS,
+    "model",
+    iresnet_cifar10=partial(iresnet, input_shape=CIFAR_SHAPE),
+    residual_flow_cifar10=partial(residual_flow, input_shape=CIFAR_SHAPE),
+    idensenet_cifar10=partial(idensenet, input_shape=CIFAR_SHAPE, growth=90),
+    iresnet_imagenet32=partial(iresnet, input_shape=IMAGENET32_SHAPE, width=575),
+    residual_flow_imagenet32=partial(
+        residual_flow, input_shape=IMAGENET32_SHAPE, steps=32, width=490
+    ),
+    idensenet_imagenet32=partial(idensenet, input_shape=IMAGENET32_SHAPE, growth=126),
+    iresnet_galaxy=partial(iresnet, input_shape=GALAXY_SHAPE, levels=2, steps=8),
+    residual_flow_galaxy=partial(
+        residual_flow, input_shape=GALAXY_SHAPE, levels=2, steps=8, width=450
+    ),
+    idensenet_galaxy=partial(idensenet, input_shape=GALAXY_SHAPE, levels=2, steps=8, growth=78),
 )
 
 # FFJORD (i-ConvNet Table 2, CIFAR-10): the authors' CIFAR-10 configuration (4 scales, 14 CNFs
 # of hidden widths 64, 64, 64; 1.36M parameters); no paper prints its size.
-MODELS["ffjord_cifar10"] = partial(ffjord, input_shape=CIFAR_SHAPE)
+register(MODELS, "model", ffjord_cifar10=partial(ffjord, input_shape=CIFAR_SHAPE))
 
-# Inverse-Flow Table 4: SNF's 9-layer linear MNIST flows.
-for _kind in LINEAR_LAYERS:
-    MODELS[f"{_kind}_mnist_linear9"] = partial(linear_flow, kind=_kind, input_shape=MNIST_SHAPE)
+# Inverse-Flow Table 4: SNF's 9-layer linear MNIST flows, one per kind of convolution.
+register(
+    MODELS,
+    "model",
+    **{
+        f"{kind}_mnist_linear9": partial(linear_flow, kind=kind, input_shape=MNIST_SHAPE)
+        for kind in LINEAR_LAYERS
+    },
+)
 
 
 def count_params(model: nn.Module) -> int:

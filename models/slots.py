@@ -51,6 +51,7 @@ from models.layers.glow import InvConv1x1, InvConv1x1LU
 from models.layers.inverse_conv import CausalConv2d, FInCConv2d, InverseConv2d
 from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.layers.woodbury import Woodbury
+from models.names import register
 
 ENTRY_POINT_GROUP = "convflow_bench.layers"
 SPEC_HELP = "give PATH.py:FACTORY, MODULE:FACTORY or the name of an installed entry point"
@@ -211,39 +212,61 @@ def _exponential(channels: int, spatial_shape: tuple[int, int]) -> Compose:
     return Compose([*parts, InvConv1x1(channels)])
 
 
+def _exact(channels: int, spatial_shape: tuple[int, int], init: str = "authors") -> ExactConv2d:
+    """SNF's exact 3x3 convolution; ``init`` as `ExactConv2d`'s."""
+    return ExactConv2d(channels, 3, init=init)
+
+
+def _snf(
+    channels: int,
+    spatial_shape: tuple[int, int],
+    init: str = "authors",
+    gradient_rule: str = "authors",
+) -> SelfNormConv2d:
+    """SNF's self-normalizing 3x3 convolution; ``init`` and ``gradient_rule`` as its own."""
+    return SelfNormConv2d(channels, 3, init=init, gradient_rule=gradient_rule)
+
+
 def _any_shape(make: Callable[[int], nn.Module]) -> Callable[[int, tuple[int, int]], nn.Module]:
     return lambda channels, spatial_shape: make(channels)
 
 
-# The suite's own slot layers by name: factory(channels, spatial_shape) -> Bijection.
-SLOT_LAYERS: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = {
-    "invconv1x1": _any_shape(InvConv1x1),
-    "invconv1x1_lu": _any_shape(InvConv1x1LU),
-    "inverse_conv": _any_shape(lambda c: InverseConv2d(c, 3)),
-    "inverse_conv_k2": _any_shape(lambda c: InverseConv2d(c, 2)),
-    "finc": _any_shape(lambda c: FInCConv2d(c, 3)),
-    "cinc": _any_shape(lambda c: CausalConv2d(c, 3)),
-    "emerging": _any_shape(lambda c: emerging_conv(c, 2)),
-    "exact": _any_shape(lambda c: ExactConv2d(c, 3)),
-    "snf_1x1": _any_shape(lambda c: SelfNormConv2d(c, 1)),
-    "snf": _any_shape(lambda c: SelfNormConv2d(c, 3)),
-    "exponential": _exponential,
-    "cdflow": _any_shape(lambda c: CirculantDiagonal(c, m=2)),
-    "woodbury": lambda channels, spatial_shape: Woodbury((channels, *spatial_shape), 16),
-}
+# The suite's own slot layers by name: factory(channels, spatial_shape, **options) -> Bijection;
+# the options a factory names (the exact and SNF convs' ``init``, SNF's ``gradient_rule``) are
+# those `slot_layer` passes on.
+SLOT_LAYERS: dict[str, Callable[[int, tuple[int, int]], nn.Module]] = register(
+    {},
+    "slot layer",
+    invconv1x1=_any_shape(InvConv1x1),
+    invconv1x1_lu=_any_shape(InvConv1x1LU),
+    inverse_conv=_any_shape(lambda c: InverseConv2d(c, 3)),
+    inverse_conv_k2=_any_shape(lambda c: InverseConv2d(c, 2)),
+    finc=_any_shape(lambda c: FInCConv2d(c, 3)),
+    cinc=_any_shape(lambda c: CausalConv2d(c, 3)),
+    emerging=_any_shape(lambda c: emerging_conv(c, 2)),
+    exact=_exact,
+    snf_1x1=_any_shape(lambda c: SelfNormConv2d(c, 1)),
+    snf=_snf,
+    exponential=_exponential,
+    cdflow=_any_shape(lambda c: CirculantDiagonal(c, m=2)),
+    woodbury=lambda channels, spatial_shape: Woodbury((channels, *spatial_shape), 16),
+)
 
 SlotValue = str | Callable | None
 
 
-def slot_layer(value: SlotValue, default: Callable | str) -> Callable[[Shape], Bijection]:
+def slot_layer(
+    value: SlotValue, default: Callable | str, **options
+) -> Callable[[Shape], Bijection]:
     """``make(shape) -> layer`` for a slot ``value`` (a built-in name, a layer spec, a factory,
-    or None for the template's ``default``); a spec is resolved once, here."""
+    or None for the template's ``default``); a spec is resolved once, here. ``options`` go to a
+    built-in layer whose factory names them (`SLOT_LAYERS`); other layers take none."""
     value = default if value is None else value
+    if isinstance(value, str) and value in SLOT_LAYERS:
+        factory = _with_options(SLOT_LAYERS[value], options)
+        return lambda shape: build_layer(factory, tuple(shape), value)
     if isinstance(value, str):
-        if value in SLOT_LAYERS:
-            factory, label = SLOT_LAYERS[value], value
-        else:
-            factory, label = resolve_factory(value)
+        factory, label = resolve_factory(value)
     elif callable(value):
         factory, label = value, getattr(value, "__name__", repr(value))
     else:
@@ -251,3 +274,10 @@ def slot_layer(value: SlotValue, default: Callable | str) -> Callable[[Shape], B
     if isinstance(factory, partial):
         label = getattr(factory.func, "__name__", label)
     return lambda shape: build_layer(factory, tuple(shape), label)
+
+
+def _with_options(factory: Callable, options: dict) -> Callable:
+    """``factory`` with those of ``options`` that its signature names."""
+    names = inspect.signature(factory).parameters
+    taken = {name: value for name, value in options.items() if name in names}
+    return partial(factory, **taken) if taken else factory

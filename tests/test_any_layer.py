@@ -14,6 +14,8 @@ import torch
 from models import checks
 from models.core import Compose, ModuleBijection, UnsupportedDtypeError
 from models.flows.glow import glow
+from models.flows.linear import LINEAR_LAYERS, linear_flow
+from models.layers.snf import ExactConv2d, SelfNormConv2d
 from models.multiscale import Squeeze
 from models.registry import randomize
 from models.slots import SLOT_LAYERS, build_layer, slot_layer
@@ -87,6 +89,19 @@ def test_every_built_in_slot_layer_passes_the_training_check(name):
     layer = randomize(SLOT_LAYERS[name](4, (4, 4)), 0.1, 0).double().eval()
     result = checks.check_train_step(layer, checks.sample_input(layer, (4, 4, 4), 3, "cpu"))
     assert result.passed, result.message()
+
+
+def test_the_linear_rows_take_their_convolutions_and_options_from_the_slot_table():
+    """Inverse-Flow Table 4's rows are slot layers by name; ``init`` and ``gradient_rule``
+    reach the built-in exact and SNF convolutions and no other layer."""
+    assert set(LINEAR_LAYERS) <= set(SLOT_LAYERS)
+    options = dict(layers=3, blocks=3, init="ours", gradient_rule="paper")
+    convs = [m for m in linear_flow("snf", (1, 8, 8), **options).modules()]
+    convs = [m for m in convs if isinstance(m, SelfNormConv2d)]
+    assert len(convs) == 3 and {(m.init, m.gradient_rule) for m in convs} == {("ours", "paper")}
+    exact = linear_flow("exact", (1, 8, 8), **options).modules()
+    assert {m.init for m in exact if isinstance(m, ExactConv2d)} == {"ours"}
+    assert linear_flow("inverse_conv", (1, 8, 8), **options)  # options it does not name: unused
 
 
 def test_the_training_check_leaves_the_layer_and_the_global_rng_alone():

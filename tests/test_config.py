@@ -12,7 +12,9 @@ from bench.__main__ import main
 from bench.catalog import configured_tables, resolve_tables, row_configs, table_groups
 from bench.config import PROFILES, ConfigError, load_config
 from bench.experiments.run_tables import row_paths
-from bench.tasks import TASKS
+from bench.records import METRICS
+from bench.schema import RowConfig
+from bench.tasks import TASK_SPECS, TASKS, model_index
 
 ROW = Path("bench/configs/inverse_flow_t2/glow_mnist_small.yaml")
 
@@ -129,6 +131,9 @@ def test_unknown_tables_and_rows_are_errors():
 
 def test_every_task_declares_its_protocol():
     for name, task in TASKS.items():
-        assert (task.monitor or name == "gan") and task.mode in ("min", "max") and task.metric
+        assert (task.monitor or name == "gan") and task.mode in ("min", "max")
+        spec = TASK_SPECS[name]
+        assert issubclass(spec.schema, RowConfig) and spec.metric in METRICS
+        assert model_index(name) and all(map(callable, model_index(name).values()))
     assert [name for name, task in TASKS.items() if task.timed] == ["flow", "vae", "wae", "gan"]
     assert [name for name, task in TASKS.items() if task.density] == ["flow"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import inspect
 import pickle
 from pathlib import Path
 
@@ -11,8 +12,20 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules import DataFileError, make_datamodule, read_idx
-from datamodules.datasets import GalaxyDataModule
+from datamodules import DATASETS, DataFileError, data_options, datamodule_class, make_datamodule
+from datamodules.base import ImageDataModule
+from datamodules.datasets import GalaxyDataModule, read_idx
+
+
+def test_the_dataset_table_names_each_datamodule_and_its_options():
+    """`DATASETS` (which the config check reads without Lightning) says what the classes do:
+    each name's datamodule, with exactly the keyword options its constructors take."""
+    for name in DATASETS:
+        cls = datamodule_class(name)
+        constructors = [k for k in cls.__mro__ if issubclass(k, ImageDataModule)]
+        constructors = [vars(k)["__init__"] for k in constructors if "__init__" in vars(k)]
+        taken = {p for init in constructors for p in inspect.signature(init).parameters}
+        assert cls.name == name and taken - {"self", "kwargs"} == data_options(name), name
 
 
 def write_idx(path, array: np.ndarray, compress: bool) -> None:

@@ -12,9 +12,8 @@ import torch
 import yaml
 
 from bench.evaluators.timing import time_train_step
-from bench.tasks import TASKS
+from bench.tasks import TASKS, model_index
 from bench.tasks.generators import GANTask, VAETask
-from models.generators import GENERATORS
 from models.generators.dcgan import DCGAN
 from models.generators.vae import VAE, WAE, mmd_imq
 from models.registry import count_params
@@ -45,7 +44,7 @@ def conv(c_in: int, c_out: int, k: int = 4, bias: bool = False) -> int:
 def test_dcgan_cifar10_layers_and_count():
     """Radford et al.'s 32x32 nets: G 100 -> 512 (4x4) -> 256 -> 128 -> 3, D 3 -> 64 -> 128 ->
     256 -> 1 logit, bias-free convs, batch norm (scale and shift) where the paper puts it."""
-    net = GENERATORS["gan"]["dcgan_cifar10"]()
+    net = model_index("gan")["dcgan_cifar10"]()
     generator = conv(100, 512) + conv(512, 256) + conv(256, 128) + conv(128, 3)
     generator += 2 * (512 + 256 + 128)
     discriminator = conv(3, 64) + conv(64, 128) + conv(128, 256) + conv(256, 1)
@@ -63,7 +62,7 @@ def test_autoencoder_cifar10_layers_and_count(name):
     """Encoder 3 -> 128 -> 256 -> 512 -> 1024 (2x2) -> latent 128 (x2 for the VAE); decoder
     128 -> 1024 x 8 x 8 -> 512 -> 256 -> 5x5 conv to 3 channels."""
     objective = name.split("_")[0]
-    net = GENERATORS[objective][name]()
+    net = model_index(objective)[name]()
     heads = 2 if objective == "vae" else 1
     encoder = conv(3, 128) + conv(128, 256) + conv(256, 512) + conv(512, 1024)
     encoder += 2 * (128 + 256 + 512 + 1024) + (1024 * 4 + 1) * 128 * heads
@@ -184,7 +183,7 @@ def test_dcgan_step_updates_both_networks_with_their_own_optimizer():
 
 @pytest.mark.parametrize("objective", ["vae", "wae", "gan"])
 def test_a_training_step_is_timed_for_every_objective(objective):
-    model = next(iter(GENERATORS[objective]))
+    model = next(iter(model_index(objective)))
     kwargs = ROWS[objective][1]
     task = TASKS[objective](model=model, model_kwargs=kwargs)
     before = [p.detach().clone() for p in task.net.parameters()]
@@ -268,7 +267,7 @@ def test_the_three_rows_load_and_the_table_shows_them_not_run(tmp_path):
     for objective, (path, _) in ROWS.items():
         config = load_config(path, "paper")
         assert config.task == objective and config.evaluate.fid == 50000
-        assert config.model in GENERATORS[objective]
+        assert config.model in model_index(objective)
     markdown = table_report(tmp_path, "dfm_t5_2").markdown
     for row, paper in (("VAE [22]", "106.0"), ("WAE [58]", "80.9"), ("DCGAN [15]", "30.9")):
         assert f"| {row} | {paper} | not run |" in markdown

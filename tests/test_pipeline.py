@@ -14,7 +14,7 @@ import yaml
 
 from bench import records as results_mod
 from bench.records import RECORD_KEYS, append_records, make_record
-from bench.tasks import FlowTask, NonFiniteLossError
+from bench.tasks.flow import FlowTask, NonFiniteLossError
 from datamodules import make_datamodule
 
 SMALL_GLOW = {"input_shape": (1, 8, 8), "levels": 2, "steps": 2, "width": 16}

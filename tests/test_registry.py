@@ -8,7 +8,19 @@ import copy
 import pytest
 import torch
 
+from models.names import DuplicateNameError, register
 from models.registry import MODELS, count_params
+
+
+def test_a_registry_refuses_a_name_given_twice():
+    """A second entry under a taken name would silently replace a row's model: it is an error
+    naming the registry and the name, and nothing of that call is added."""
+    registry = register({}, "model", glow=1)
+    with pytest.raises(DuplicateNameError, match="^model name 'glow' is registered twice$"):
+        register(registry, "model", other=2, glow=3)
+    assert registry == {"glow": 1}
+    with pytest.raises(SyntaxError, match="repeated"):  # twice in one call: Python refuses it
+        compile("register({}, 'model', glow=1, glow=2)", "<registry>", "exec")
 
 
 def test_an_ema_copy_counts_as_the_model_it_averages():

@@ -79,7 +79,7 @@ def one_line(err: str) -> str:
 
 def save_task_checkpoint(path: Path, model: str, model_kwargs: dict, step: int = 0) -> None:
     """A checkpoint as Lightning writes it (state, hyperparameters, step), without a fit."""
-    from bench.tasks import FlowTask
+    from bench.tasks.flow import FlowTask
 
     task = FlowTask(model, model_kwargs, num_samples=0)
     state = {

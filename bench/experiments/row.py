@@ -50,7 +50,8 @@ from bench.records import (
 )
 from bench.report.tables import table_report
 from bench.schema import RowConfig
-from bench.tasks import TASKS, Task
+from bench.tasks import TASKS
+from bench.tasks.base import Task
 from datamodules import make_datamodule
 
 log = logging.getLogger(__name__)

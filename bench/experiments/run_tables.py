@@ -46,7 +46,7 @@ from bench.records import (
 )
 from bench.report.tables import report
 from bench.schema import RowConfig
-from bench.tasks import TASKS
+from bench.tasks import TASK_SPECS
 from datamodules import DataFileError, make_datamodule
 from datamodules.datasets import DEBIAN_FASHION_MNIST
 
@@ -78,7 +78,7 @@ def already_measured(config: RowConfig, records: list[Record]) -> bool:
     """Whether a record of the row under the same conditions (profile, seed, data set, and in
     an equal-budget run the step budget and batch) already holds the row's headline metric:
     such a seed is reused, not rerun."""
-    metric = TASKS[config.task].metric
+    metric = TASK_SPECS[config.task].metric
     budget = config.budget_steps
     return any(
         r["table"] == config.table
@@ -216,7 +216,7 @@ def run_rows(
                     continue
                 print(f"{label}: fit, test, time ...", flush=True)
                 record = fit_command(config, sweep.run)
-            metric = TASKS[config.task].metric
+            metric = TASK_SPECS[config.task].metric
             elapsed = time.monotonic() - start
             value = record["metrics"].get(metric)
             result = f"{metric} {value:.3f}" if value is not None else f"no {metric} measured"

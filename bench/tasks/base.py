@@ -1,9 +1,10 @@
 """`Task`: what every LightningModule of the suite shares, and the protocol the commands use.
 
 A task wraps one registry network (``self.net``) and declares, as class attributes, what the
-checkpoint callback monitors (``monitor``, ``mode``) and its headline metric (``metric``, the
-number `run-tables` prints and a table cell needs). `Task.record_metrics` turns the test pass
-into the record's metrics. The optimizer and learning-rate schedule are the same for every task:
+checkpoint callback monitors (``monitor``, ``mode``); its headline metric (the number
+`run-tables` prints and a table cell needs) is its `bench.tasks.TASK_SPECS` entry's.
+`Task.record_metrics` turns the test pass into the record's metrics. The optimizer and
+learning-rate schedule are the same for every task:
 
     lr(step) = lr * w(step) * s(step),  w = min(1, (step + 1) / warmup_steps),
     s = 1 (constant) | (1 + cos(pi p)) / 2 (cosine) | 1 + (final_lr / lr - 1) p (linear),
@@ -92,7 +93,6 @@ class Task(pl.LightningModule):
         monitor: the logged metric the best checkpoint is chosen by; ``None`` where no logged
             number ranks checkpoints (a GAN): the last one is tested.
         mode: ``"min"`` or ``"max"`` for ``monitor``.
-        metric: the record's headline metric (``bpd``, ``accuracy``, ``mse``, ``fid``).
         timed: whether `python -m bench time` and the timing callback apply: the task then
             implements `timing_metrics` (flows: ST and FT; generators: ST).
         density: whether the net has a density, so `python -m bench test` measures test BPD.
@@ -100,7 +100,6 @@ class Task(pl.LightningModule):
 
     monitor: ClassVar[str | None]
     mode: ClassVar[str] = "min"
-    metric: ClassVar[str]
     timed: ClassVar[bool] = False
     density: ClassVar[bool] = False
     net: nn.Module

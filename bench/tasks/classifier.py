@@ -34,7 +34,7 @@ class ClassifierTask(Task):
         **optim: `Task`'s optimizer, schedule and seed.
     """
 
-    monitor, mode, metric = "val/acc", "max", "accuracy"
+    monitor, mode = "val/acc", "max"
 
     def __init__(
         self,

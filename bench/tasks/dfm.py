@@ -28,7 +28,7 @@ class DFMTask(Task):
     **optim: `Task`'s optimizer, schedule, seed and sample_dir.
     """
 
-    monitor, mode, metric = "train/loss", "min", "mse"
+    monitor, mode = "train/loss", "min"
 
     def __init__(
         self,

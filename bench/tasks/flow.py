@@ -42,7 +42,7 @@ class FlowTask(Task):
         **optim: `Task`'s optimizer, schedule, seed and sample_dir.
     """
 
-    monitor, mode, metric, timed, density = "val/bpd", "min", "bpd", True, True
+    monitor, mode, timed, density = "val/bpd", "min", True, True
 
     def __init__(
         self,

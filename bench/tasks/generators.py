@@ -1,5 +1,5 @@
 """The baselines of the Deep Fourier Machines FID table, one LightningModule per training
-objective (`models.generators.GENERATORS`):
+objective (``task:``; its registry: `bench.tasks.model_index`):
 
 - `VAETask` (``task: vae``): minimises the negative ELBO (`models.generators.vae.VAE.loss`);
 - `WAETask` (``task: wae``): WAE-MMD, 0.05 ||x - x'||^2 + lambda MMD_IMQ (`WAE.loss`);
@@ -27,20 +27,21 @@ import torchvision
 from bench.evaluators.fid import requested_fid
 from bench.evaluators.timing import time_sampling
 from bench.schema import EvaluateSection
+from bench.tasks import TASK_SPECS, model_index
 from bench.tasks.base import Task
-from models.generators import GENERATORS
 from models.generators.vae import to_unit
 
 
 class GeneratorTask(Task):
     """Args:
-    model: a name in ``GENERATORS[objective]``; ``model_kwargs`` go to its constructor.
+    model: a name in the objective's registry (`bench.tasks.model_index`); ``model_kwargs``
+    go to its constructor.
     num_samples: the sample grid saved each training epoch (0: none).
     **optim: `Task`'s optimizer, schedule, seed and sample_dir.
     """
 
     objective: ClassVar[str]
-    monitor, mode, metric, timed = "val/loss", "min", "fid", True
+    monitor, mode, timed = "val/loss", "min", True
 
     def __init__(
         self,
@@ -50,11 +51,11 @@ class GeneratorTask(Task):
         **optim,
     ):
         super().__init__(**optim)
-        family = GENERATORS[self.objective]
+        family = model_index(self.objective)
         if model not in family:
             raise ValueError(
                 f"task '{self.objective}' trains {sorted(family)}, got {model!r} "
-                "(see models.generators.GENERATORS)"
+                f"(see {TASK_SPECS[self.objective].models})"
             )
         self.save_hyperparameters()
         self.net = family[model](**(model_kwargs or {}))

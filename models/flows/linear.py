@@ -4,39 +4,13 @@ SNF, inverse conv) or any layer in its slot."""
 
 from __future__ import annotations
 
-from functools import partial
-
-from models.core import Bijection, Compose, ElementwiseShift, Flow, Shape, image_preprocessing
-from models.layers.emerging import ConvExponential, emerging_conv
-from models.layers.glow import InvConv1x1
-from models.layers.inverse_conv import InverseConv2d
-from models.layers.snf import ExactConv2d, SelfNormConv2d
+from models.core import Bijection, Compose, Flow, Shape, image_preprocessing
 from models.layers.spline import SplineActivation
 from models.multiscale import FlattenLatent, Squeeze, squeezed_shape
 from models.slots import SlotValue, slot_layer
 
+# Inverse-Flow Table 4's rows, one per convolution: `models.slots.SLOT_LAYERS` names.
 LINEAR_LAYERS = ("exact", "exponential", "emerging", "snf", "inverse_conv")
-
-
-def linear_layer(
-    kind: str, shape: Shape, init: str = "authors", gradient_rule: str = "authors"
-) -> Bijection:
-    """One invertible conv of the SNF 9-layer flows (Inverse-Flow Table 4). ``init`` (exact and
-    SNF convs) and ``gradient_rule`` (SNF) as in `SelfNormConv2d`; the other kinds ignore them."""
-    c = shape[0]
-    if kind == "exact":
-        return ExactConv2d(c, 3, init=init)
-    if kind == "snf":
-        return SelfNormConv2d(c, 3, init=init, gradient_rule=gradient_rule)
-    if kind == "emerging":
-        return emerging_conv(c, 2)
-    if kind == "exponential":  # SNF's ConvExp: per-element biases around exp(M), then a 1x1
-        return Compose(
-            [ElementwiseShift(shape), ConvExponential(c, 3), ElementwiseShift(shape), InvConv1x1(c)]
-        )
-    if kind == "inverse_conv":
-        return InverseConv2d(c, 3)
-    raise ValueError(f"unknown linear layer {kind!r}; choose from {LINEAR_LAYERS}")
 
 
 def linear_flow(
@@ -53,17 +27,15 @@ def linear_flow(
     16x7x7 (squeeze between blocks), each conv followed by a per-element RQ spline activation
     except the last; no coupling, no split. Logit preprocessing with alpha 1e-6 (as SNF).
 
-    ``kind``: the slot of the convolutions (Inverse-Flow Table 4's reference step): one of
-    `LINEAR_LAYERS`, or any `models.slots` value (a built-in slot name, a layer spec, a factory).
-    ``init``: ``"authors"`` (default) is the SNF code base's for the splines and the exact and
-    SNF convs (`SplineActivation`, `ExactConv2d`); ``"ours"`` the earlier identity-start init.
-    ``gradient_rule`` of the SNF convs: ``"authors"`` (default) or ``"paper"``."""
+    ``kind``: the slot of the convolutions (Inverse-Flow Table 4's reference step): any
+    `models.slots` value (a built-in slot name such as the rows' `LINEAR_LAYERS`, a layer spec,
+    a factory). ``init``: ``"authors"`` (default) is the SNF code base's for the splines and the
+    built-in exact and SNF convs (`SplineActivation`, `ExactConv2d`); ``"ours"`` the earlier
+    identity-start init. ``gradient_rule`` of the built-in SNF convs: ``"authors"`` (default)
+    or ``"paper"``."""
     if layers % blocks:
         raise ValueError(f"layers ({layers}) must be a multiple of blocks ({blocks})")
-    if isinstance(kind, str) and kind in LINEAR_LAYERS:
-        make_layer = partial(linear_layer, kind, init=init, gradient_rule=gradient_rule)
-    else:
-        make_layer = slot_layer(kind, kind)
+    make_layer = slot_layer(kind, kind, init=init, gradient_rule=gradient_rule)
     shape = tuple(input_shape)
     parts: list[Bijection] = []
     for block in range(blocks):

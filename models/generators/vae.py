@@ -13,7 +13,7 @@ Images x in {0..255}^(C x H x W) are scaled to [-1, 1]. With base width w and ``
 This is the WAE paper's CelebA architecture (encoder 128-256-512-1024, decoder from 8x8x1024) at
 CIFAR-10's 32x32, latent 128, the size the RAE paper (Ghosh et al. 2020) used for its CIFAR-10 VAE
 and WAE baselines. `vae_cifar10` and `wae_cifar10` have w = 128, d = 4, latent 128 (count in
-`models.generators.GENERATORS`).
+`models.generators.VAE_MODELS` and `WAE_MODELS`).
 
 VAE loss (negative ELBO per image, nats): a Gaussian decoder p(x|z) = N(decode(z), s^2 I) with a
 fixed s (``decoder_std``, on the [-1, 1] scale) and the N(0, I) prior,
