@@ -54,7 +54,7 @@ from bench.experiments.run_tables import (
     seeds_of,
 )
 from bench.schema import RowConfig
-from bench.tasks import TASKS
+from bench.tasks import TASK_SPECS
 from datamodules import DataFileError
 
 # The options of the jobs (`bench.__main__._add_launcher`), by their argparse names and flags.
@@ -470,7 +470,7 @@ def finish(pair: Pair, args, tally: Tally) -> None:
             tally.missing.add(result["missing"])
             print(f"{pair.label}: not run ({result['missing']} data not available)")
             return
-        metric = TASKS[pair.config.task].metric
+        metric = TASK_SPECS[pair.config.task].metric
         value = result["metrics"].get(metric)
         text = f"{metric} {value:.3f}" if value is not None else f"no {metric} measured"
         print(f"{pair.label}: {text} in {time.monotonic() - pair.started:.0f} s", flush=True)
