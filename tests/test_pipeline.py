@@ -407,6 +407,7 @@ def test_wandb_failure_falls_back_to_csv(tmp_path, monkeypatch):
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
+@pytest.mark.slow  # 400 steps on the real files: 35 s of the fast loop's 3 min; CI runs it
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist absent")
 def test_fashion_mnist_integration_small_glow(tmp_path):
     """python -m bench fit of a small Glow on the real Fashion-MNIST files, a few hundred steps."""
