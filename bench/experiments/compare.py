@@ -215,13 +215,14 @@ def _check(spec: str, channels: int) -> bool:
     return not failed
 
 
-def compare_table(table: str, spec: str, name: str, args, device: str) -> list[dict[str, Any]]:
+def compare_table(
+    table: str, spec: str, name: str, args, sweep: SweepOptions, device: str
+) -> list[dict[str, Any]]:
     """Steps 2-5 of the module docstring for one table; returns the layer-timing rows."""
 
     ref = reference(table)
     results_dir = Path(args.results_dir)
     path = write_row(table, spec, name, results_dir)
-    sweep = SweepOptions.from_args(args)  # measured seeds of the table's rows are reused
     config = row_config(path, sweep, args.steps)  # --set, --dataset, --steps as run-tables
     ref_config = row_config(CONFIG_DIR / table / ref.row, sweep, args.steps)
     print(f"\n== {table}: {name} in the {ref.slot} slot of {ref_config.row} ({path})")
@@ -273,7 +274,8 @@ def first_slot_channels(table: str) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     """The ``compare`` command: 0 when every table was compared, 1 when the layer is not exact
     (nothing trained or recorded)."""
-    check_launcher_options(args)
+    sweep = SweepOptions.from_args(args)  # measured seeds of the table's rows are reused
+    check_launcher_options(sweep)
     spec = absolute_spec(args.layer)
     name = layer_name(args.layer, args.name)
     for table in args.tables:  # before anything runs: every table has a slot and a free name
@@ -286,7 +288,7 @@ def run_compare(args: argparse.Namespace) -> int:
             print(f"{name} fails check-layer: nothing trained or recorded")
             return 1
         for table in args.tables:
-            compare_table(table, spec, name, args, device)
+            compare_table(table, spec, name, args, sweep, device)
     except LayerSpecError as error:
         raise ConfigError(str(error)) from error
     ran_baselines = args.baselines and not args.no_fit

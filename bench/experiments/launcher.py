@@ -85,16 +85,16 @@ POLL_S = {"local": 0.5, "slurm": 30.0}  # how often the launcher looks at its jo
 STEP_EVERY_S = 60.0  # a running job's step is printed at most this often
 
 
-def given(args, flags: dict[str, str]) -> list[str]:
+def given(sweep: SweepOptions, flags: dict[str, str]) -> list[str]:
     """The flags among ``flags`` given on the command line."""
-    return [flag for key, flag in flags.items() if getattr(args, key, None) not in (None, [], ())]
+    return [flag for key, flag in flags.items() if getattr(sweep, key) not in (None, ())]
 
 
-def check_launcher_options(args) -> None:
+def check_launcher_options(args: SweepOptions) -> None:
     """Refuse, in one line and before anything runs: job options without ``--launcher``,
     SLURM options without ``--launcher slurm``, more than one GPU per job, and ``--launcher
     slurm`` without SLURM's tools, a time limit, or with a budget timed on this machine."""
-    launcher = getattr(args, "launcher", None)
+    launcher = args.launcher
     job_options, slurm_only = given(args, {**JOB_FLAGS, **SLURM_FLAGS}), given(args, SLURM_FLAGS)
     if launcher is None and job_options:
         raise ConfigError(f"{job_options[0]} needs --launcher local or --launcher slurm")
@@ -122,7 +122,7 @@ def check_launcher_options(args) -> None:
                 "--launcher slurm needs --slurm-time, one job's time limit (e.g. 24:00:00); a "
                 "job stopped by it is requeued and resumes where it stopped"
             )
-        if getattr(args, "budget_minutes", None):
+        if args.budget_minutes:
             raise ConfigError(
                 "--budget-minutes times the rows on this machine, not on the cluster's nodes; "
                 "give --steps N with --launcher slurm"
