@@ -15,8 +15,9 @@ Dequantization, scaling by 1/256 and the optional logit live inside the model as
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -283,9 +284,22 @@ class Shift(Bijection):
 
 
 def image_preprocessing(logit_alpha: float | None = None) -> list[Bijection]:
-    """Dequantize, scale by 1/256, then logit (if alpha given) or centre to [-0.5, 0.5)."""
+    """Dequantize, scale by 1/256, then logit (if alpha given) or centre to [-0.5, 0.5).
+
+    Every image flow builder (`models.registry.MODELS`) takes ``logit_alpha``, defaulting to
+    its paper's choice, and gives its flow ``image_preprocessing(logit_alpha)``: the
+    preprocessing is declared in the builder's signature (`declared_preprocessing`)."""
     tail: Bijection = Logit(logit_alpha) if logit_alpha is not None else Shift(-0.5)
     return [UniformDequantization(), Scale(1.0 / 256), tail]
+
+
+def declared_preprocessing(build: Callable[..., Flow], **kwargs) -> list[Bijection]:
+    """The preprocessing that ``build(**kwargs)`` gives its flow, read from ``kwargs`` and the
+    builder's ``logit_alpha`` default without building the model (reports need no model)."""
+    parameter = inspect.signature(build).parameters.get("logit_alpha")
+    if parameter is None:
+        raise TypeError(f"flow builder {build!r} does not declare its preprocessing (logit_alpha)")
+    return image_preprocessing(kwargs.get("logit_alpha", parameter.default))
 
 
 class Flow(nn.Module):

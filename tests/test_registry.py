@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+from models.core import declared_preprocessing
 from models.names import DuplicateNameError, register
 from models.registry import MODELS, count_params
 
@@ -74,3 +75,23 @@ def test_every_model_takes_an_empty_batch(name):
         assert flow.log_prob(torch.zeros(0, *flow.input_shape, dtype=torch.float32)).shape == (0,)
         assert flow.sample(0).shape == (0, *flow.input_shape)
     assert all(torch.isfinite(p).all() for p in flow.parameters())  # no init on empty data
+
+
+def _settings(layers) -> list[tuple[str, dict]]:
+    """Each preprocessing layer's class and settings (num_levels, scale, alpha, shift)."""
+    return [
+        (type(layer).__name__, {k: v for k, v in vars(layer).items() if k[0] != "_"})
+        for layer in layers
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("override", [{}, {"logit_alpha": 0.01}, {"logit_alpha": None}])
+def test_every_model_declares_the_preprocessing_it_builds(name, override):
+    """The report writes each row's preprocessing from the builder's declared ``logit_alpha``
+    without building the model: the declaration is what the built flow applies, by default and
+    when a config sets it."""
+    build = MODELS[name]
+    flow = build(**small_kwargs(name), **override)
+    expected = _settings(declared_preprocessing(build, **override))
+    assert _settings(flow.preprocessing.layers) == expected

@@ -4,8 +4,8 @@ A cell of a training metric (BPD, NLL, accuracy, FID, MSE) measured on another d
 paper's, or on a shorter profile, names that in the cell itself, e.g. ``4.81 (F-MNIST, demo:
 300 steps)``; the footnote keeps the full provenance. Each table's notes list each row's
 preprocessing (dequantization, scaling, logit with its alpha or the shift to [-0.5, 0.5)),
-read from the model the row config builds (on the meta device, no memory and no weights, unless
-its constructor reads values).
+read from the row config and its model builder's declared ``logit_alpha``
+(`models.core.declared_preprocessing`): no model is built.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-import torch
-
 from bench.config import ConfigError, load_config
 from bench.records import METRICS, Record
 from bench.tasks import model_index
-from models.core import Logit, Scale, Shift, UniformDequantization
+from models.core import Logit, Scale, Shift, UniformDequantization, declared_preprocessing
 
 DATASET_LABELS = {
     "mnist": "MNIST",
@@ -73,13 +71,8 @@ def preprocessing_of(config_path: str) -> str:
         return f"config error: {err}"
     if config.task != "flow":
         return ""
-    build = model_index("flow")[config.model]
-    try:
-        with torch.device("meta"):
-            flow = build(**config.model_kwargs)
-    except (RuntimeError, NotImplementedError):  # a constructor that reads values: build it
-        flow = build(**config.model_kwargs)
-    parts = [describe_layer(layer) for layer in flow.preprocessing.layers]
+    layers = declared_preprocessing(model_index("flow")[config.model], **config.model_kwargs)
+    parts = [describe_layer(layer) for layer in layers]
     return ", ".join(p for p in parts if p)
 
 

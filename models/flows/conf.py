@@ -22,6 +22,7 @@ def conf(
     conv: str = "circular",
     kernel_size: int = 3,
     subflows: int = 2,
+    logit_alpha: float | None = None,
 ) -> Flow:
     def step(shape: Shape, level: int) -> list[Bijection]:
         c = shape[0]
@@ -31,4 +32,4 @@ def conf(
             CONFCoupling(c, width, kernel_size, conv, subflows),
         ]
 
-    return multiscale_flow(input_shape, levels, steps, step)
+    return multiscale_flow(input_shape, levels, steps, step, logit_alpha=logit_alpha)

@@ -16,9 +16,10 @@ def emerging_glow(
     steps: int = 4,
     width: int = 512,
     solver: str = "wavefront",
+    logit_alpha: float | None = None,
 ) -> Flow:
     """Emerging Glow: the Glow step with the emerging conv (1x1, two 2x2 autoregressive convs)
     in the slot of the 1x1: actnorm -> emerging conv -> affine coupling. Sampling inverts the
     autoregressive convs sequentially (``wavefront``)."""
     mix = partial(emerging_conv, kernel_size=2, solver=solver)
-    return glow(input_shape, levels, steps, width, mix=mix)
+    return glow(input_shape, levels, steps, width, logit_alpha=logit_alpha, mix=mix)

@@ -93,6 +93,7 @@ def realnvp(
     levels: int = 3,
     width: int = 64,
     blocks: int = 8,
+    logit_alpha: float | None = 0.05,
 ) -> Flow:
     """RealNVP (Dinh et al. 2017) multiscale flow with logit preprocessing (alpha 0.05).
 
@@ -114,7 +115,7 @@ def realnvp(
         return layers
 
     transform = multiscale(input_shape, levels, make_steps)
-    return Flow(transform, input_shape, image_preprocessing(logit_alpha=0.05))
+    return Flow(transform, input_shape, image_preprocessing(logit_alpha))
 
 
 __all__ = ["glow", "glow_step", "multiscale_flow", "realnvp"]

@@ -19,6 +19,7 @@ def iconvnet(
     convs_per_block: int = 3,
     kernel_size: int = 3,
     slope: float = 0.1,
+    logit_alpha: float | None = 0.05,
 ) -> Flow:
     """x [B,C,H,W] -> flat latent; ``blocks`` blocks, a downsample between consecutive ones."""
     shape = tuple(input_shape)
@@ -30,4 +31,4 @@ def iconvnet(
         for _ in range(convs_per_block):
             layers += [PeriodicConv2d(shape[0], kernel_size), SneakyReLU(slope)]
     layers += [PeriodicConv2d(shape[0], kernel_size), FlattenLatent(shape)]
-    return Flow(Compose(layers), input_shape, image_preprocessing(logit_alpha=0.05))
+    return Flow(Compose(layers), input_shape, image_preprocessing(logit_alpha))

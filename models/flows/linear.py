@@ -22,6 +22,7 @@ def linear_flow(
     tail_bound: float = 10.0,
     init: str = "authors",
     gradient_rule: str = "authors",
+    logit_alpha: float | None = 1e-6,
 ) -> Flow:
     """SNF's 9-layer CNN flow: ``blocks`` blocks of layers/blocks convs at 1x28x28, 4x14x14,
     16x7x7 (squeeze between blocks), each conv followed by a per-element RQ spline activation
@@ -47,4 +48,4 @@ def linear_flow(
             parts.append(Squeeze())
             shape = squeezed_shape(shape)
     parts.append(FlattenLatent(shape))
-    return Flow(Compose(parts), input_shape, image_preprocessing(logit_alpha=1e-6))
+    return Flow(Compose(parts), input_shape, image_preprocessing(logit_alpha))

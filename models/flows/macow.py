@@ -13,6 +13,7 @@ def macow(
     steps: int = 16,
     hidden: int = 64,
     kernel: tuple[int, int] = (2, 3),
+    logit_alpha: float | None = None,
 ) -> Flow:
     """MaCow: each step is actnorm -> 1x1 conv -> MaCow unit (masked-conv affine autoregressive
     flows down, up, right and left). Sampling inverts each flow one row or column at a time."""
@@ -22,4 +23,4 @@ def macow(
         c = shape[0]
         return [ActNorm(c), InvConv1x1LU(c), *macow_unit(c, hidden, tuple(kernel))]
 
-    return multiscale_flow(input_shape, levels, steps, step)
+    return multiscale_flow(input_shape, levels, steps, step, logit_alpha=logit_alpha)

@@ -22,11 +22,12 @@ def made(
     input_shape: tuple[int, int, int] = (3, 32, 32),
     hidden: tuple[int, ...] = (1024, 1024),
     seed: int = 0,
+    logit_alpha: float | None = MAF_LOGIT_ALPHA,
 ) -> Flow:
     """MADE (Germain et al. 2015) as a density: one Gaussian MADE over the flattened image in
     row-major order, a standard normal base, logit preprocessing (alpha 0.05)."""
     transform = Compose([MADE(input_shape, tuple(hidden), seed=seed), FlattenLatent(input_shape)])
-    return Flow(transform, input_shape, image_preprocessing(logit_alpha=MAF_LOGIT_ALPHA))
+    return Flow(transform, input_shape, image_preprocessing(logit_alpha))
 
 
 def maf(
@@ -34,6 +35,7 @@ def maf(
     layers: int = 10,
     hidden: tuple[int, ...] = (1024, 1024),
     seed: int = 0,
+    logit_alpha: float | None = MAF_LOGIT_ALPHA,
 ) -> Flow:
     """MAF (Papamakarios et al. 2017): ``layers`` x [MADE, per-element ActNorm], the MADE order
     reversed from one layer to the next (1..D, D..1, ...), logit preprocessing (alpha 0.05).
@@ -45,7 +47,7 @@ def maf(
         steps.append(MADE(input_shape, tuple(hidden), reverse=index % 2 == 1, seed=seed + index))
         steps.append(ElementwiseActNorm(input_shape))
     transform = Compose([*steps, FlattenLatent(input_shape)])
-    return Flow(transform, input_shape, image_preprocessing(logit_alpha=MAF_LOGIT_ALPHA))
+    return Flow(transform, input_shape, image_preprocessing(logit_alpha))
 
 
 __all__ = ["made", "maf"]

@@ -16,6 +16,7 @@ def mintnet(
     max_iter: int = 100,
     tol: float = 1e-5,
     damping: float = 1.0,
+    logit_alpha: float | None = None,
 ) -> Flow:
     """MintNet: each step is actnorm -> masked invertible layer (hidden = C x multiplier);
     sampling by damped fixed-point iteration (``max_iter``, ``tol`` and ``damping`` recorded in
@@ -26,4 +27,4 @@ def mintnet(
         c = shape[0]
         return [ActNorm(c), MintNetLayer(c, multiplier, 3, max_iter, tol, damping)]
 
-    return multiscale_flow(input_shape, levels, steps, step)
+    return multiscale_flow(input_shape, levels, steps, step, logit_alpha=logit_alpha)

@@ -14,7 +14,9 @@ from models.layers.residual import idensenet_block, iresnet_block, residual_flow
 from models.multiscale import multiscale
 
 
-def _residual_flow(input_shape: Shape, levels: int, steps: int, make_block) -> Flow:
+def _residual_flow(
+    input_shape: Shape, levels: int, steps: int, make_block, logit_alpha: float | None
+) -> Flow:
     """L levels of K steps actnorm -> ``make_block(channels, first)``, ``first`` for the
     network's first block (Residual Flows leaves out its pre-activation)."""
 
@@ -25,7 +27,7 @@ def _residual_flow(input_shape: Shape, levels: int, steps: int, make_block) -> F
         return layers
 
     transform = multiscale(input_shape, levels, level_steps)
-    return Flow(transform, input_shape, image_preprocessing(logit_alpha=0.05))
+    return Flow(transform, input_shape, image_preprocessing(logit_alpha))
 
 
 def iresnet(
@@ -35,6 +37,7 @@ def iresnet(
     width: int = 512,
     coeff: float = 0.9,
     logdet_mode: str = "power_series",
+    logit_alpha: float | None = 0.05,
 ) -> Flow:
     """i-ResNet (Behrmann et al. 2019): ELU residual blocks 3x3 -> 1x1 -> 3x3 (hidden ``width``),
     spectral norm ``coeff`` 0.9, logdet by the power series truncated at 5 terms."""
@@ -43,6 +46,7 @@ def iresnet(
         levels,
         steps,
         lambda c, first: iresnet_block(c, width, coeff, logdet_mode=logdet_mode),
+        logit_alpha,
     )
 
 
@@ -53,6 +57,7 @@ def residual_flow(
     width: int = 512,
     coeff: float = 0.98,
     logdet_mode: str = "russian_roulette",
+    logit_alpha: float | None = 0.05,
 ) -> Flow:
     """Residual Flows (Chen et al. 2019): LipSwish residual blocks [LipSwish ->] 3x3 -> 1x1 ->
     3x3 (hidden ``width``), the leading LipSwish in every block but the first (the authors'
@@ -64,6 +69,7 @@ def residual_flow(
         lambda c, first: residual_flow_block(
             c, width, coeff, preact=not first, logdet_mode=logdet_mode
         ),
+        logit_alpha,
     )
 
 
@@ -75,6 +81,7 @@ def idensenet(
     depth: int = 3,
     coeff: float = 0.98,
     logdet_mode: str = "russian_roulette",
+    logit_alpha: float | None = 0.05,
 ) -> Flow:
     """i-DenseNet (Perugachi-Diaz et al. 2021): dense CLipSwish blocks (``depth`` layers of
     ``growth`` channels), spectral norm ``coeff`` 0.98, unbiased Russian-roulette logdet."""
@@ -83,4 +90,5 @@ def idensenet(
         levels,
         steps,
         lambda c, first: idensenet_block(c, growth, depth, coeff, logdet_mode=logdet_mode),
+        logit_alpha,
     )

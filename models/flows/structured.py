@@ -19,10 +19,12 @@ def cdflow(
     steps: int = 32,
     width: int = 512,
     m: int = 2,
+    logit_alpha: float | None = None,
 ) -> Flow:
     """CDFlow: Glow with the circulant-diagonal layer (m diagonals, m - 1 circulants) in the
     slot of the 1x1 convolution: actnorm -> CD layer -> affine coupling (Glow's net)."""
-    return glow(input_shape, levels, steps, width, mix=partial(CirculantDiagonal, m=m))
+    mix = partial(CirculantDiagonal, m=m)
+    return glow(input_shape, levels, steps, width, logit_alpha=logit_alpha, mix=mix)
 
 
 def woodbury_glow(
@@ -31,6 +33,7 @@ def woodbury_glow(
     steps: int = 32,
     width: int = 512,
     rank: int = 16,
+    logit_alpha: float | None = None,
 ) -> Flow:
     """Woodbury Glow (Lu & Huang 2020): the Glow step with the channel + spatial Woodbury
     layer (rank d = 16) in the slot of the 1x1: actnorm -> Woodbury -> affine coupling."""
@@ -38,7 +41,7 @@ def woodbury_glow(
     def mix(channels: int, spatial_shape: tuple[int, int]) -> Woodbury:
         return Woodbury((channels, *spatial_shape), rank)
 
-    return glow(input_shape, levels, steps, width, mix=mix)
+    return glow(input_shape, levels, steps, width, logit_alpha=logit_alpha, mix=mix)
 
 
 def butterflyflow(
@@ -46,6 +49,7 @@ def butterflyflow(
     levels: int = 3,
     steps: int = 32,
     width: int = 512,
+    logit_alpha: float | None = None,
 ) -> Flow:
     """ButterflyFlow (Meng et al. 2022): actnorm -> 1x1 -> one butterfly level -> affine
     coupling; step k of a level uses butterfly level k (modulo the levels its size admits)."""
@@ -63,4 +67,4 @@ def butterflyflow(
             )
         ]
 
-    return multiscale_flow(input_shape, levels, 1, make_steps)
+    return multiscale_flow(input_shape, levels, 1, make_steps, logit_alpha=logit_alpha)
