@@ -299,16 +299,29 @@ def straight_twenty(tmp_path_factory) -> dict:
     return whole
 
 
+def best_so_far(checkpoint: Path) -> float | None:
+    """The best validation score that a checkpoint's ModelCheckpoint state holds."""
+    state = torch.load(checkpoint, weights_only=True)["callbacks"]
+    (kept,) = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
+    score = kept["best_model_score"]
+    return None if score is None else float(score)
+
+
 @pytest.mark.parametrize("stop", [8, 12])
 def test_cli_resumed_fit_records_the_uninterrupted_run(tmp_path, stop, straight_twenty):
     """The audit's case through the CLI: a fit stopped at `stop` steps (8: an epoch's last
     batch, 8 batches per epoch; 12: mid-epoch) and resumed to 20 records the same test BPD
-    and the same training curve as one fit of 20 steps, to the bit."""
+    and the same training curve as one fit of 20 steps, to the bit. The stopped fit's
+    last.ckpt knows the best validation so far, the step-8 one included (else a resumed fit
+    would overwrite best.ckpt with a worse model that the uninterrupted one would not keep)."""
     config = write_config(tmp_path, evaluate={"timing": False})
     twenty = ["--set", "trainer.max_steps=20"]
     split = ["--config", str(config), "--results_dir", str(tmp_path / "rb")]
     work = ["--work_dir", str(tmp_path / "b")]
     assert cli("fit", *split, *work, "--set", f"trainer.max_steps={stop}") == 0
+    checkpoints = tmp_path / "b" / "pipeline_test" / "tiny" / "paper" / "checkpoints"
+    last, best = (best_so_far(checkpoints / name) for name in ("last.ckpt", "best.ckpt"))
+    assert last == best and best is not None  # the step-8 validation's score
     assert cli("fit", *split, *work, "--resume", *twenty) == 0
     whole = straight_twenty
     resumed = read_records(tmp_path / "rb" / "runs" / "pipeline_test.jsonl")[-1]

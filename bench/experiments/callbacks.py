@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from bench.devices import default_device
@@ -87,13 +88,19 @@ class TimingCallback(pl.Callback):
         module.to(trainer.strategy.root_device)
 
 
-class SaveLastStep(pl.Callback):
+class SaveLastStep(Checkpoint):
     """Owns ``last.ckpt``: written after each validation (as Lightning's ``save_last``) and at
     the step where training stops, wherever it stops (max_steps or a time budget mid-epoch), so
     the last step trained is saved, resumable and testable. A mid-epoch stop is saved right
     after its step, before Lightning closes the epoch, so the checkpoint's position (epoch, and
     batches of it consumed: `datamodules.base.ResumableDataLoader`) is where an uninterrupted
-    run continues."""
+    run continues.
+
+    A `Checkpoint`, so Lightning runs it after the other callbacks and, listed after the
+    ``ModelCheckpoint`` (which scores each validation at its end, ``save_on_train_epoch_end``
+    off for the tasks that validate), after that one: the ``last.ckpt`` of a validation holds
+    the best score that validation gave, and a resumed fit keeps ``best.ckpt`` as an
+    uninterrupted one would."""
 
     def __init__(self, path: Path):
         self.path = Path(path)

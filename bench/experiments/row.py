@@ -136,6 +136,7 @@ def trainer_for(
     devices, nodes, strategy from the command line); a launcher job's ``preemption`` stops the
     fit at a step boundary with ``last.ckpt`` saved."""
     task = TASKS[config.task]
+    validates = task.validation_step is not pl.LightningModule.validation_step  # not a GAN
     checkpoints = directory / "checkpoints"
     best = ModelCheckpoint(
         dirpath=str(checkpoints),
@@ -143,6 +144,8 @@ def trainer_for(
         monitor=task.monitor,
         mode=task.mode,
         save_last=False,  # last.ckpt is SaveLastStep's: saved where training stops
+        # a validation's score at its end, before SaveLastStep saves (without one: epoch end)
+        save_on_train_epoch_end=False if validates else None,
         enable_version_counter=False,  # one checkpoint set: best.ckpt and last.ckpt
     )
     settings = config.trainer.model_dump(exclude_none=True)
@@ -151,7 +154,7 @@ def trainer_for(
         settings["check_val_every_n_epoch"] = None  # count steps across epochs
     settings.update(launch)
     save_last = SaveLastStep(checkpoints / "last.ckpt")
-    callbacks = [best, CurveRecorder(), save_last]
+    callbacks = [best, CurveRecorder(), save_last]  # save_last after best (its docstring)
     if task.timed and config.evaluate.timing:
         callbacks.append(TimingCallback(config))
     if preemption is not None:  # a launcher job: stop at a step, saved
