@@ -628,3 +628,37 @@ def test_each_row_of_run_tables_gets_its_own_wandb_run(tmp_path, monkeypatch):
     ]
     runs = sorted(p.name for p in (tmp_path).glob("*/pipeline_test/tiny/paper/wandb/offline-run-*"))
     assert len(runs) == 2 and len(set(runs)) == 2, (runs, urls)
+
+
+class SignalAtLastStep(pl.Callback):
+    """Sets the preemption signal as the fit's last batch (the last of epoch 2) starts."""
+
+    def __init__(self, preemption):
+        self.preemption = preemption
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == trainer.num_training_batches - 1:
+            self.preemption.signum = 15
+
+
+def test_a_preemption_at_the_last_step_of_an_epoch_saves_it(tmp_path):
+    """No validation (as the GAN), two epochs, the signal during the very last step: training
+    ends with last.ckpt saved at that step, then `Preempted` (the requeued job resumes from
+    there, not from scratch)."""
+    from types import SimpleNamespace
+
+    from bench.experiments.callbacks import Preempted, PreemptionStop, SaveLastStep
+
+    preemption = SimpleNamespace(signum=None, training=False, install=lambda: None)
+    save_last = SaveLastStep(tmp_path / "last.ckpt")
+    saved = []
+    save = save_last.save
+    save_last.save = lambda trainer: (save(trainer), saved.append(trainer.global_step))
+    callbacks = [save_last, PreemptionStop(preemption, save_last), SignalAtLastStep(preemption)]
+    module = FlowTask("glow_mnist", SMALL_GLOW, lr=1e-3, num_samples=0)
+    fit = trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=callbacks)
+    with pytest.raises(Preempted, match="the end of training"):
+        fit.fit(module, datamodule=synthetic())
+    steps_per_epoch = fit.num_training_batches
+    assert saved == [2 * steps_per_epoch]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == saved[-1]

@@ -97,10 +97,11 @@ class SaveLastStep(Checkpoint):
     run continues.
 
     A `Checkpoint`, so Lightning runs it after the other callbacks and, listed after the
-    ``ModelCheckpoint`` (which scores each validation at its end, ``save_on_train_epoch_end``
-    off for the tasks that validate), after that one: the ``last.ckpt`` of a validation holds
-    the best score that validation gave, and a resumed fit keeps ``best.ckpt`` as an
-    uninterrupted one would."""
+    ``ModelCheckpoint`` (which, monitoring a validation metric, scores each validation at its
+    end: ``save_on_train_epoch_end`` off), after that one: the ``last.ckpt`` of a validation
+    holds the best score that validation gave, and a resumed fit keeps ``best.ckpt`` as an
+    uninterrupted one would. (A ``last.ckpt`` saved at the end of training, where a
+    `PreemptionStop` runs first, is saved by that callback.)"""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -110,7 +111,8 @@ class SaveLastStep(Checkpoint):
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # the epoch's end: saved after its validation, as Lightning's own last.ckpt
         max_steps = trainer.max_steps
-        if trainer.should_stop or (max_steps > 0 and trainer.global_step >= max_steps):
+        stops = trainer.should_stop or (max_steps > 0 and trainer.global_step >= max_steps)
+        if stops and self.saved_step != trainer.global_step:  # not saved by PreemptionStop
             self.save(trainer)
 
     def on_validation_end(self, trainer, module):
@@ -186,7 +188,9 @@ class PreemptionStop(pl.Callback):
 
     def on_train_end(self, trainer, module):
         self.preemption.training = False
-        if self.preemption.signum is not None:  # SaveLastStep saved the last step
+        if self.preemption.signum is not None:
+            if self.save_last.saved_step != trainer.global_step:  # it runs after this callback
+                self.save_last.save(trainer)
             raise Preempted(f"preempted at step {trainer.global_step}, the end of training")
 
     def on_exception(self, trainer, module, exception):

@@ -136,7 +136,6 @@ def trainer_for(
     devices, nodes, strategy from the command line); a launcher job's ``preemption`` stops the
     fit at a step boundary with ``last.ckpt`` saved."""
     task = TASKS[config.task]
-    validates = task.validation_step is not pl.LightningModule.validation_step  # not a GAN
     checkpoints = directory / "checkpoints"
     best = ModelCheckpoint(
         dirpath=str(checkpoints),
@@ -144,8 +143,9 @@ def trainer_for(
         monitor=task.monitor,
         mode=task.mode,
         save_last=False,  # last.ckpt is SaveLastStep's: saved where training stops
-        # a validation's score at its end, before SaveLastStep saves (without one: epoch end)
-        save_on_train_epoch_end=False if validates else None,
+        # a validation metric is scored at the validation's end, before SaveLastStep saves;
+        # a training one (DFM) or none (the GAN) at Lightning's default, the epoch's end
+        save_on_train_epoch_end=False if str(task.monitor).startswith("val/") else None,
         enable_version_counter=False,  # one checkpoint set: best.ckpt and last.ckpt
     )
     settings = config.trainer.model_dump(exclude_none=True)
