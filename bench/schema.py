@@ -252,6 +252,12 @@ class ClassifierRowConfig(RowConfig):
 class DFMRowConfig(RowConfig):
     module: DFMModuleSection = DFMModuleSection()
 
+    @property
+    def per_image_latents(self) -> bool:
+        """A generator without an encoder learns one latent per training image: `fit` gives
+        it ``num_images`` from the data loaded (so its size is not the config's alone)."""
+        return not self.model_kwargs.get("encoder_hidden")
+
 
 class GeneratorRowConfig(RowConfig):
     module: GeneratorModuleSection = GeneratorModuleSection()

@@ -296,10 +296,14 @@ def image_preprocessing(logit_alpha: float | None = None) -> list[Bijection]:
 def declared_preprocessing(build: Callable[..., Flow], **kwargs) -> list[Bijection]:
     """The preprocessing that ``build(**kwargs)`` gives its flow, read from ``kwargs`` and the
     builder's ``logit_alpha`` default without building the model (reports need no model)."""
+    name = getattr(getattr(build, "func", build), "__name__", repr(build))
     parameter = inspect.signature(build).parameters.get("logit_alpha")
     if parameter is None:
-        raise TypeError(f"flow builder {build!r} does not declare its preprocessing (logit_alpha)")
-    return image_preprocessing(kwargs.get("logit_alpha", parameter.default))
+        raise TypeError(f"flow builder {name} does not declare its preprocessing (logit_alpha)")
+    alpha = kwargs.get("logit_alpha", parameter.default)
+    if alpha is inspect.Parameter.empty:
+        raise TypeError(f"flow builder {name} has no logit_alpha default and none was given")
+    return image_preprocessing(alpha)
 
 
 class Flow(nn.Module):

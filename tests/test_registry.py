@@ -95,3 +95,20 @@ def test_every_model_declares_the_preprocessing_it_builds(name, override):
     flow = build(**small_kwargs(name), **override)
     expected = _settings(declared_preprocessing(build, **override))
     assert _settings(flow.preprocessing.layers) == expected
+
+
+def test_a_builder_that_does_not_declare_its_preprocessing_is_named():
+    """The report's notes need ``logit_alpha`` in the builder's signature (README, adding a
+    layer): without it, or without a value, the error names the builder."""
+
+    def undeclared(input_shape=(1, 8, 8)):
+        raise AssertionError("not built")
+
+    def no_default(logit_alpha, input_shape=(1, 8, 8)):
+        raise AssertionError("not built")
+
+    with pytest.raises(TypeError, match="builder undeclared does not declare its preproc"):
+        declared_preprocessing(undeclared)
+    with pytest.raises(TypeError, match="no_default has no logit_alpha default and none was"):
+        declared_preprocessing(no_default)
+    assert len(declared_preprocessing(no_default, logit_alpha=None)) == 3

@@ -110,7 +110,7 @@ def build(config: RowConfig, data_dir: str | None, sample_dir: Path | None = Non
         data["data_dir"] = data_dir
     data["order_seed"] = config.seed  # each seed trains on its own order of batches
     model_kwargs = dict(config.model_kwargs)
-    per_image_latents = config.task == "dfm" and not model_kwargs.get("encoder_hidden")
+    per_image_latents = getattr(config, "per_image_latents", False)  # a DFM row without encoder
     if per_image_latents:
         data["with_index"] = True
     datamodule = make_datamodule(config.dataset, **data)

@@ -71,7 +71,10 @@ def preprocessing_of(config_path: str) -> str:
         return f"config error: {err}"
     if config.task != "flow":
         return ""
-    layers = declared_preprocessing(model_index("flow")[config.model], **config.model_kwargs)
+    try:
+        layers = declared_preprocessing(model_index("flow")[config.model], **config.model_kwargs)
+    except TypeError as err:  # a builder without logit_alpha: the note says so, the rest renders
+        return f"not declared ({err})"
     parts = [describe_layer(layer) for layer in layers]
     return ", ".join(p for p in parts if p)
 
