@@ -49,7 +49,7 @@ def millions_on_meta(build, **kwargs) -> float:
 
 
 @cache
-def config_millions(path: Path, profile: str = "paper") -> float:
+def config_millions(path: Path, profile: str) -> float:
     """The parameter count, in millions, of the model a row config builds at ``profile``."""
     config = load_config(path, profile)
     return millions_on_meta(model_index(config.task)[config.model], **config.model_kwargs)
@@ -57,7 +57,7 @@ def config_millions(path: Path, profile: str = "paper") -> float:
 
 @pytest.mark.parametrize("table, row, path, printed", ROWS)
 def test_parameter_count_matches_the_paper(table, row, path, printed):
-    error = abs(config_millions(path) / printed - 1)
+    error = abs(config_millions(path, "paper") / printed - 1)
     exception = EXCEPTIONS.get((table, row))
     if exception is None:
         assert error <= TOLERANCE, (
