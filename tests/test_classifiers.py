@@ -56,14 +56,15 @@ def test_demo_fit_of_a_classifier_writes_an_accuracy_record(tmp_path):
     config.update(
         dataset="synthetic",
         model_kwargs={"width": 4},
-        data={
-            "shape": [3, 16, 16],
-            "num_train": 96,
-            "num_test": 32,
-            "val_size": 16,
-            "batch_size": 16,
+        data={"shape": [3, 16, 16], "num_train": 96, "num_test": 32},
+        # the demo profile's own steps and batches would override the row's: 300 steps
+        profiles={
+            "demo": {
+                "data": {"batch_size": 16, "subset": None, "val_size": 16},
+                "trainer": {"max_steps": 6, "enable_progress_bar": False},
+            }
         },
-        trainer={"max_steps": 6, "max_epochs": -1, "enable_progress_bar": False},
     )
     record = fit_row(tmp_path, config, "--profile", "demo")
     assert 0 <= record["metrics"]["accuracy"] <= 100 and record["row"] == "MaxPool2d -> iINN"
+    assert (record["profile"], record["steps"]) == ("demo", 6)
