@@ -257,7 +257,20 @@ def test_local_gpu_jobs_get_one_gpu_each(tmp_path, monkeypatch):
     assert pair.job.result() == "3"
 
 
-def test_ctrl_c_cancels_the_jobs_submitted(tmp_path, monkeypatch, capsys):
+@pytest.fixture(params=["default", "ignored"])
+def sigint(request):
+    """The launcher's SIGINT handling: Python's default, or ignored (a script's background
+    command), which job processes would inherit."""
+    previous = signal.getsignal(signal.SIGINT)
+    if request.param == "ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield request.param
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_cancels_the_jobs_submitted(tmp_path, monkeypatch, capsys, sigint):
+    """Ctrl-C (or a failure) cancels the jobs, and their processes end, also when the launcher
+    itself runs with SIGINT ignored."""
     monkeypatch.setattr(launcher, "RowJob", lambda *a: functools.partial(time.sleep, 120))
     jobs = []
 

@@ -402,6 +402,23 @@ def launch_rows(
     return tally.succeeded, tally.failed, tally.missing
 
 
+@contextmanager
+def children_take_sigint():
+    """Local jobs are cancelled with SIGINT (submitit's ``LocalJob.cancel``). A launcher
+    started with SIGINT ignored (a script's background command: ``run-tables ... &``) would
+    pass the ignore on to the job processes it starts, and cancelling them would do nothing.
+    They are started with Python's handler in place instead, which exec does not keep (a
+    child starts with SIGINT at its default); the ignore is restored after."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous)
+
+
 def submit(executor, pair: Pair, args, budget_steps: int | None, gpus: tuple[int, ...]) -> None:
     """Submit the pair's `RowJob` (a local job on ``gpus``: its CUDA_VISIBLE_DEVICES)."""
     if args.launcher == "local":
@@ -412,7 +429,8 @@ def submit(executor, pair: Pair, args, budget_steps: int | None, gpus: tuple[int
     command = records.current_command
     pair.runner = RowJob(pair.path, job_sweep(args), budget_steps, pair.seed, command)
     try:
-        pair.job = executor.submit(pair.runner)
+        with children_take_sigint():
+            pair.job = executor.submit(pair.runner)
     except Exception as err:  # sbatch's refusal (partition, account, time): one line
         raise ConfigError(f"{pair.label}: submission refused: {failure_reason(err)}") from err
     pair.gpus, pair.started = gpus, time.monotonic()
