@@ -231,6 +231,12 @@ class RowConfig(Section):
 
         return check_path_name(value, "table")
 
+    @property
+    def per_image_latents(self) -> bool:
+        """Whether the model learns one latent per training image (`DFMRowConfig`): its size
+        then comes from the data loaded, not from the config alone."""
+        return False
+
     @field_validator("task")
     @classmethod
     def _task_is_known(cls, value: str) -> str:

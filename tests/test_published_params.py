@@ -93,7 +93,7 @@ def test_committed_records_count_the_models_their_rows_build_now():
         paths = [p for p in row_configs(record["table"]) if row_label(p) == record["row"]]
         if recorded is None or record.get("compared_layer") or not paths:
             continue  # no count, a user's layer in the row, or a row without a config
-        if getattr(load_config(paths[0]), "per_image_latents", False):
+        if load_config(paths[0]).per_image_latents:
             continue  # a DFM generator's count depends on the data loaded, not the config alone
         ours = config_millions(paths[0], record.get("profile", "paper"))
         checked += 1

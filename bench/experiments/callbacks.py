@@ -111,16 +111,19 @@ class SaveLastStep(Checkpoint):
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # the epoch's end: saved after its validation, as Lightning's own last.ckpt
         max_steps = trainer.max_steps
-        stops = trainer.should_stop or (max_steps > 0 and trainer.global_step >= max_steps)
-        if stops and self.saved_step != trainer.global_step:  # not saved by PreemptionStop
-            self.save(trainer)
+        if trainer.should_stop or (max_steps > 0 and trainer.global_step >= max_steps):
+            self.save_step(trainer)  # unless PreemptionStop saved it
 
     def on_validation_end(self, trainer, module):
         if not trainer.sanity_checking:
             self.save(trainer)
 
     def on_train_end(self, trainer, module):
-        if self.saved_step != trainer.global_step:  # stopped another way (epochs, time)
+        self.save_step(trainer)  # stopped another way (epochs, time)
+
+    def save_step(self, trainer) -> None:
+        """Save the step just trained, unless ``last.ckpt`` holds it already."""
+        if self.saved_step != trainer.global_step:
             self.save(trainer)
 
     def save(self, trainer) -> None:
@@ -175,8 +178,7 @@ class PreemptionStop(pl.Callback):
             return
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # Lightning closes the epoch after this hook: stop after the next step
-        if self.save_last.saved_step != trainer.global_step:
-            self.save_last.save(trainer)
+        self.save_last.save_step(trainer)
         self.armed = True
 
     def on_validation_start(self, trainer, module):
@@ -189,8 +191,7 @@ class PreemptionStop(pl.Callback):
     def on_train_end(self, trainer, module):
         self.preemption.training = False
         if self.preemption.signum is not None:
-            if self.save_last.saved_step != trainer.global_step:  # it runs after this callback
-                self.save_last.save(trainer)
+            self.save_last.save_step(trainer)  # SaveLastStep runs after this callback
             raise Preempted(f"preempted at step {trainer.global_step}, the end of training")
 
     def on_exception(self, trainer, module, exception):

@@ -110,11 +110,10 @@ def build(config: RowConfig, data_dir: str | None, sample_dir: Path | None = Non
         data["data_dir"] = data_dir
     data["order_seed"] = config.seed  # each seed trains on its own order of batches
     model_kwargs = dict(config.model_kwargs)
-    per_image_latents = getattr(config, "per_image_latents", False)  # a DFM row without encoder
-    if per_image_latents:
+    if config.per_image_latents:  # a DFM row without an encoder
         data["with_index"] = True
     datamodule = make_datamodule(config.dataset, **data)
-    if per_image_latents:  # one learned latent per training image
+    if config.per_image_latents:  # one learned latent per training image
         model_kwargs["num_images"] = len(datamodule.dataset("train"))
     total = config.trainer.max_steps
     module = TASKS[config.task](
@@ -145,7 +144,7 @@ def trainer_for(
         save_last=False,  # last.ckpt is SaveLastStep's: saved where training stops
         # a validation metric is scored at the validation's end, before SaveLastStep saves;
         # a training one (DFM) or none (the GAN) at Lightning's default, the epoch's end
-        save_on_train_epoch_end=False if str(task.monitor).startswith("val/") else None,
+        save_on_train_epoch_end=False if (task.monitor or "").startswith("val/") else None,
         enable_version_counter=False,  # one checkpoint set: best.ckpt and last.ckpt
     )
     settings = config.trainer.model_dump(exclude_none=True)
